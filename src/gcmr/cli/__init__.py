@@ -1,0 +1,58 @@
+"""The ``gcmr`` command line: argument parsing only; every verb calls the library.
+
+Each module in ``COMMAND_MODULES`` defines ``register(subparsers)`` that adds its verbs with
+``set_defaults(func=...)``. Errors a user can cause (:class:`gcmr.GcmrError`) are printed
+without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+import gcmr
+from gcmr.errors import GcmrError
+
+# order = order in `gcmr --help`
+COMMAND_MODULES = (
+    "gcmr.cli.demo",
+    "gcmr.cli.data",
+    "gcmr.cli.index",
+    "gcmr.cli.retrieval",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gcmr",
+        description="Generative cross-modal retrieval: text queries retrieve images, audio or "
+        "video by generating the item's identifier (CART, AVG).",
+    )
+    parser.add_argument("--version", action="version", version=f"gcmr {gcmr.__version__}")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        result = args.func(args)
+    except GcmrError as exc:
+        print(f"gcmr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gcmr {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

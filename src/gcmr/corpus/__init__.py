@@ -1,0 +1,23 @@
+"""Corpus format v1 (read, validate, write), the synthetic benchmark world, dataset importers."""
+
+from gcmr.corpus.format import (
+    Corpus,
+    CorpusMeta,
+    CorpusWriter,
+    Query,
+    load_corpus,
+    read_queries,
+    summarize,
+    write_corpus,
+)
+
+__all__ = [
+    "Corpus",
+    "CorpusMeta",
+    "CorpusWriter",
+    "Query",
+    "load_corpus",
+    "read_queries",
+    "summarize",
+    "write_corpus",
+]
