@@ -1,0 +1,22 @@
+"""Semantic identifiers: schemes (CART coarse K-Means + RQ-VAE fine + unique token, and the
+ablation baselines), the identifier index artifact and the prefix trie as tensors."""
+
+from gcmr.ids.config import IndexConfig
+from gcmr.ids.index import SemanticIndex, build_index, load_index
+from gcmr.ids.schemes import SCHEMES, IdScheme, NotFittedError, register_scheme
+from gcmr.ids.stats import index_stats, unique_counter
+from gcmr.ids.trie import Trie
+
+__all__ = [
+    "SCHEMES",
+    "IdScheme",
+    "IndexConfig",
+    "NotFittedError",
+    "SemanticIndex",
+    "Trie",
+    "build_index",
+    "index_stats",
+    "load_index",
+    "register_scheme",
+    "unique_counter",
+]

@@ -1,0 +1,79 @@
+"""Configuration of an identifier index (``gcmr index``), saved in the index manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gcmr.config import JsonConfig
+from gcmr.errors import ConfigError
+
+
+@dataclass
+class IndexConfig(JsonConfig):
+    """How identifiers are built. Sizes that cannot fit the data are adapted at build time
+    (with a note) and the adapted values are what the saved manifest holds.
+
+    CART (section 3.2, appendix C): a coarse K-Means token, ``num_fine_levels`` RQ-VAE tokens
+    on the residual ``embedding - centroid``, then a unique counter.
+    """
+
+    scheme: str = "cart"  # cart | rq | hkmeans | atomic | random (see gcmr.ids.SCHEMES)
+    # --- sizes
+    num_clusters: int = 128  # K: coarse K-Means clusters (cart)
+    codebook_size: int = 128  # vectors per RQ codebook (one codebook per fine level)
+    num_fine_levels: int = 2  # M: RQ levels after the coarse token (rq uses M + 1 levels)
+    latent_dim: int = 64  # RQ-VAE latent / codebook vector dimension
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])  # MLP encoder widths
+    # --- coarse K-Means (scikit-learn MiniBatchKMeans, fed batch by batch)
+    kmeans_epochs: int = 10  # passes over the fit rows
+    kmeans_batch_size: int = 4096
+    # --- RQ-VAE training (eq. 1: reconstruction + alpha * (codebook + beta * commitment))
+    epochs: int = 20  # passes over the fit rows, capped by max_steps
+    max_steps: int = 400  # optimizer step cap (0 = no cap); bounds time on large corpora
+    batch_size: int = 1024
+    lr: float = 1e-3  # peak Adam learning rate
+    warmup_steps: int = 50  # linear warm-up, then inverse-square-root decay
+    alpha: float = 1.0  # weight of the quantization loss against reconstruction
+    beta: float = 0.25  # commitment weight inside the quantization loss
+    restart_interval: int = 20  # steps between dead-code restarts (0 = never)
+    restart_threshold: int = 1  # a code used fewer times than this in the window is dead
+    init_kmeans_rows: int = 8192  # rows used for the k-means init of each codebook
+    kmeans_iters: int = 20  # Lloyd iterations of the pure k-means (codebook init, hkmeans)
+    # --- other schemes
+    hkmeans_branching: int = 0  # hkmeans branching factor b (0 = num_clusters)
+    random_code_size: int = 0  # random scheme: codes per position (0 = codebook_size)
+    # --- scale
+    max_fit_items: int = 200_000  # fit on a seeded subsample of at most this many rows
+    encode_batch_size: int = 16384  # rows per chunk when encoding every item
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first option with an impossible value."""
+        positive = ("num_clusters", "codebook_size", "num_fine_levels", "latent_dim",
+                    "kmeans_epochs", "kmeans_batch_size", "epochs", "batch_size",
+                    "restart_threshold", "init_kmeans_rows", "kmeans_iters", "max_fit_items",
+                    "encode_batch_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"index option {name} must be a whole number >= 1, got {value!r}")
+        for name in ("max_steps", "warmup_steps", "restart_interval", "hkmeans_branching",
+                     "random_code_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"index option {name} must be a whole number >= 0, got {value!r}")
+        if not self.hidden_dims or any(int(h) < 1 for h in self.hidden_dims):
+            raise ConfigError(f"index option hidden_dims must be a non-empty list of widths >= 1, "
+                              f"got {self.hidden_dims!r}")
+        for name in ("lr", "alpha", "beta"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"index option {name} must be > 0, got {value!r}")
+        if self.hkmeans_branching == 1:
+            raise ConfigError("index option hkmeans_branching must be >= 2 (or 0 = num_clusters)")
+        if not isinstance(self.scheme, str) or not self.scheme:
+            raise ConfigError(f"index option scheme must be a scheme name, got {self.scheme!r}")

@@ -1,0 +1,270 @@
+"""The identifier index: codes of every item, the prefix trie, the fitted scheme; saved as a
+directory (manifest ``gcmr-index`` v1 + ``ids.npy`` + ``item_ids.json`` + safetensors).
+
+```
+<index>/
+  manifest.json        format, version, scheme, (adapted) config, level sizes, stats, scheme
+                       state info, corpus path and fingerprint, library versions
+  ids.npy              int64 [N, L] level-local codes, row i = item i; last column = unique counter
+  item_ids.json        the corpus item ids in row order (search needs no corpus)
+  trie.safetensors     per-level CSR transition tables (gcmr.ids.trie.Trie)
+  scheme.safetensors   the fitted scheme's tensors (K-Means centroids, RQ-VAE weights, ...)
+```
+
+Token ids are level-tagged: position ``l`` owns the range ``token_offsets[l] ..
+token_offsets[l] + level_sizes[l] - 1`` of one shared vocabulary, so a token id says its level.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gcmr.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_json, \
+    write_manifest
+from gcmr.errors import ArtifactError, ConfigError
+from gcmr.ids.config import IndexConfig
+from gcmr.ids.schemes import IdScheme, get_scheme
+from gcmr.ids.stats import index_stats, unique_counter
+from gcmr.ids.trie import Trie
+
+FORMAT = "gcmr-index"
+VERSION = 1
+IDS_FILE = "ids.npy"
+ITEM_IDS_FILE = "item_ids.json"
+TRIE_FILE = "trie.safetensors"
+SCHEME_FILE = "scheme.safetensors"
+
+
+def level_names(scheme: str, num_semantic: int) -> list[str]:
+    """Human names of the L positions, e.g. ``coarse, fine1, fine2, unique`` for CART."""
+    if scheme == "cart" and num_semantic:
+        names = ["coarse"] + [f"fine{i}" for i in range(1, num_semantic)]
+    elif scheme in ("rq", "avg"):
+        names = [f"rq{i}" for i in range(1, num_semantic + 1)]
+    else:
+        names = [f"level{i}" for i in range(1, num_semantic + 1)]
+    return names + ["unique"]
+
+
+@dataclass
+class SemanticIndex:
+    """Identifiers of every corpus item and everything needed to decode them."""
+
+    config: IndexConfig
+    codes: np.ndarray  # int64 [N, L]; last column = unique counter
+    level_sizes: list[int]
+    item_ids: list[str]
+    trie: Trie
+    stats: dict[str, Any]
+    corpus_path: str
+    corpus_fingerprint: str
+    scheme: IdScheme
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_items(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def length(self) -> int:
+        """Identifier length L (semantic levels + the unique counter)."""
+        return int(self.codes.shape[1])
+
+    @property
+    def token_offsets(self) -> list[int]:
+        """Global token id of code ``c`` at position ``l`` is ``token_offsets[l] + c``."""
+        return [int(v) for v in np.concatenate([[0], np.cumsum(self.level_sizes)[:-1]])]
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the level-tagged identifier vocabulary (sum of the level sizes)."""
+        return int(sum(self.level_sizes))
+
+    @property
+    def level_names(self) -> list[str]:
+        return level_names(self.config.scheme, self.length - 1)
+
+    def to_tokens(self, codes: np.ndarray) -> np.ndarray:
+        """Level-local codes [..., L] -> global level-tagged token ids."""
+        return np.asarray(codes, dtype=np.int64) + np.asarray(self.token_offsets, dtype=np.int64)
+
+    def from_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """Global token ids [..., L] -> level-local codes (inverse of :meth:`to_tokens`)."""
+        return np.asarray(tokens, dtype=np.int64) - np.asarray(self.token_offsets, dtype=np.int64)
+
+    def encode(self, embeddings: Any) -> np.ndarray:
+        """Semantic codes [n, L - 1] of new embeddings with the fitted scheme (no counter)."""
+        return self.scheme.encode(embeddings)
+
+    def lookup(self, codes: np.ndarray) -> np.ndarray:
+        """Item row of each complete identifier [B, L], or -1 where no item has it."""
+        return self.trie.lookup(codes)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, out: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the index directory atomically; returns its path."""
+        out = Path(out)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            np.save(tmp / IDS_FILE, np.ascontiguousarray(self.codes, dtype=np.int64),
+                    allow_pickle=False)
+            write_json(tmp / ITEM_IDS_FILE, list(self.item_ids))
+            save_tensors(tmp / TRIE_FILE, self.trie.state_dict())
+            save_tensors(tmp / SCHEME_FILE, self.scheme.state_dict())
+            write_manifest(
+                tmp, fmt=FORMAT, version=VERSION,
+                scheme=self.config.scheme,
+                config=self.config.to_dict(),
+                num_items=self.num_items,
+                length=self.length,
+                level_sizes=list(self.level_sizes),
+                level_names=self.level_names,
+                token_offsets=self.token_offsets,
+                vocab_size=self.vocab_size,
+                stats=self.stats,
+                timing=self.timing,
+                scheme_state=self.scheme.state_info(),
+                corpus_path=self.corpus_path,
+                corpus_fingerprint=self.corpus_fingerprint,
+            )
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> SemanticIndex:
+        """Read an index directory; a missing, corrupted or inconsistent file raises
+        :class:`ArtifactError` naming it."""
+        path = Path(path)
+        manifest = read_manifest(path, fmt=FORMAT)
+        where = path / "manifest.json"
+        try:
+            config = IndexConfig.from_dict(manifest["config"], where=f"{where}: config")
+            level_sizes = [int(v) for v in manifest["level_sizes"]]
+            num_items = int(manifest["num_items"])
+            length = int(manifest["length"])
+            scheme_info = manifest["scheme_state"]
+            stats = dict(manifest.get("stats", {}))
+            fingerprint = str(manifest["corpus_fingerprint"])
+            corpus_path = str(manifest.get("corpus_path", ""))
+        except KeyError as exc:
+            raise ArtifactError(f"{where}: missing field {exc}") from exc
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{where}: bad field ({exc})") from exc
+        codes = _load_codes(path / IDS_FILE, num_items, length)
+        item_ids = _load_item_ids(path / ITEM_IDS_FILE, num_items)
+        if len(level_sizes) != length:
+            raise ArtifactError(f"{where}: level_sizes has {len(level_sizes)} entries, length is {length}")
+        if num_items and ((codes.min(axis=0) < 0).any()
+                          or (codes.max(axis=0) >= np.asarray(level_sizes)).any()):
+            raise ArtifactError(f"{path / IDS_FILE}: codes fall outside the level sizes {level_sizes}")
+        trie = Trie.from_state_dict(load_tensors(path / TRIE_FILE))
+        if trie.level_sizes != level_sizes or trie.num_levels != length or \
+                (length and len(trie.targets[-1]) != num_items):
+            raise ArtifactError(f"{path / TRIE_FILE}: trie does not match the identifiers "
+                                f"(levels {trie.level_sizes}, expected {level_sizes})")
+        scheme_cls = get_scheme_or_artifact_error(config.scheme, where)
+        scheme = scheme_cls.from_state(config, load_tensors(path / SCHEME_FILE), scheme_info)
+        return cls(config=config, codes=codes, level_sizes=level_sizes, item_ids=item_ids,
+                   trie=trie, stats=stats, corpus_path=corpus_path,
+                   corpus_fingerprint=fingerprint, scheme=scheme,
+                   timing=dict(manifest.get("timing", {})))
+
+
+def get_scheme_or_artifact_error(name: str, where: Path) -> type[IdScheme]:
+    try:
+        return get_scheme(name)
+    except ConfigError as exc:
+        raise ArtifactError(f"{where}: {exc}") from exc
+
+
+def _load_codes(path: Path, num_items: int, length: int) -> np.ndarray:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing identifier file")
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
+        raise ArtifactError(f"{path}: corrupted identifier file ({exc})") from exc
+    if codes.dtype != np.int64 or codes.shape != (num_items, length):
+        raise ArtifactError(f"{path}: expected int64 [{num_items}, {length}], "
+                            f"got {codes.dtype} {list(codes.shape)}")
+    return codes
+
+
+def _load_item_ids(path: Path, num_items: int) -> list[str]:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing item id file")
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: corrupted item id file ({exc})") from exc
+    if not isinstance(ids, list) or len(ids) != num_items or not all(isinstance(i, str) for i in ids):
+        raise ArtifactError(f"{path}: expected a list of {num_items} item id strings")
+    return ids
+
+
+def assemble(semantic: np.ndarray, semantic_sizes: list[int]) -> tuple[np.ndarray, list[int]]:
+    """Append the unique counter to semantic codes: ``(codes [N, S + 1], level_sizes)``."""
+    counter = unique_counter(semantic)
+    codes = np.concatenate([np.asarray(semantic, dtype=np.int64), counter[:, None]], axis=1)
+    unique_size = int(counter.max()) + 1 if len(counter) else 1
+    return codes, list(semantic_sizes) + [unique_size]
+
+
+def build_index(corpus: Any, config: IndexConfig, *, show_progress: bool = True) -> SemanticIndex:
+    """Fit ``config.scheme`` on the corpus embeddings, encode every item in chunks, append the
+    unique counter, build the trie and compute the health statistics."""
+    from gcmr.progress import progress
+
+    config.validate()
+    if config.device != "cpu":
+        raise ConfigError(f"index option device: {config.device!r} is not supported yet; "
+                          f"identifier fitting runs on cpu")
+    embeddings = corpus.embeddings
+    n = len(embeddings)
+    if n == 0:
+        raise ConfigError(f"{corpus.path}: the corpus has no items to index")
+    scheme = get_scheme(config.scheme)(config)
+    t0 = time.perf_counter()
+    scheme.fit(embeddings, corpus=corpus, show_progress=show_progress)
+    t_fit = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    batch = scheme.config_.encode_batch_size
+    semantic = np.empty((n, len(scheme.semantic_sizes_)), dtype=np.int64)
+    with progress(disable=not show_progress) as bar:
+        task = bar.add_task("encode", total=n, info="")
+        for start in range(0, n, batch):
+            semantic[start:start + batch] = scheme.encode(embeddings[start:start + batch])
+            bar.update(task, completed=min(n, start + batch))
+    t_encode = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    codes, sizes = assemble(semantic, scheme.semantic_sizes_)
+    del semantic
+    trie = Trie.build(codes, sizes)
+    stats = index_stats(codes, sizes, level_names(config.scheme, len(sizes) - 1))
+    stats["fit"] = scheme.fit_info_
+    t_trie = time.perf_counter() - t2
+    timing = {"fit_s": round(t_fit, 3), "encode_s": round(t_encode, 3),
+              "trie_and_stats_s": round(t_trie, 3),
+              "total_s": round(time.perf_counter() - t0, 3)}
+    return SemanticIndex(config=scheme.config_, codes=codes, level_sizes=sizes,
+                         item_ids=list(corpus.ids), trie=trie, stats=stats,
+                         corpus_path=str(corpus.path), corpus_fingerprint=corpus.fingerprint,
+                         scheme=scheme, timing=timing)
+
+
+def load_index(path: str | Path, *, corpus: Any = None) -> SemanticIndex:
+    """Load an index directory; with ``corpus``, refuse an index built from another corpus."""
+    index = SemanticIndex.load(path)
+    if corpus is not None and corpus.fingerprint != index.corpus_fingerprint:
+        raise ArtifactError(
+            f"{path}: index was built from a different corpus (fingerprint "
+            f"{index.corpus_fingerprint}, built from {index.corpus_path or 'unknown'}) but "
+            f"{corpus.path} has fingerprint {corpus.fingerprint}; rebuild it with "
+            f"`gcmr index {corpus.path} {path} --overwrite`")
+    return index
