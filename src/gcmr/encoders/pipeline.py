@@ -1,0 +1,180 @@
+"""The library side of ``gcmr embed`` and ``gcmr caption``: embed a folder / file list / corpus,
+and (re)caption a corpus, resumably and atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gcmr.encoders.base import Encoder
+from gcmr.encoders.captioner import HFCaptioner, caption_items, match_captions, read_captions_file
+from gcmr.encoders.corpus_update import media_root_of, merge_captions, rewrite_corpus
+from gcmr.encoders.embed import (
+    DEFAULT_CHUNK,
+    assemble,
+    embed_captions_job,
+    embed_items_job,
+    embed_to_file,
+)
+from gcmr.encoders.media import EXTENSIONS, list_media
+from gcmr.encoders.resumable import partial_dir_for
+from gcmr.errors import GcmrError
+
+
+def is_corpus_dir(path: str | Path) -> bool:
+    return (Path(path) / "corpus.json").is_file()
+
+
+def _work_path(corpus: Path, kind: str) -> Path:
+    """A hidden sibling of the corpus for intermediate files (never inside the corpus)."""
+    return corpus.parent / f".{corpus.name}.{kind}"
+
+
+def media_inputs(source: str | Path, *, modality: str | None = None) -> tuple[list[str], list[Path]]:
+    """(ids, paths) for a directory of media (ids = paths relative to it, sorted) or a text file
+    with one media path per line (ids = the lines; relative lines are relative to the file)."""
+    source = Path(source)
+    if source.is_dir():
+        paths = list_media(source, modality)
+        if not paths:
+            exts = sorted(EXTENSIONS[modality]) if modality else "any media extension"
+            raise GcmrError(f"{source}: no media files ({exts})")
+        return [p.relative_to(source).as_posix() for p in paths], paths
+    if source.is_file():
+        ids, paths = [], []
+        for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            p = Path(line)
+            if not p.is_absolute():
+                p = source.parent / p
+            if not p.is_file():
+                raise GcmrError(f"{source} line {lineno}: {p}: file not found")
+            ids.append(line)
+            paths.append(p)
+        if not ids:
+            raise GcmrError(f"{source}: lists no media files")
+        return ids, paths
+    raise GcmrError(f"{source}: no such directory or file list")
+
+
+def embed_inputs(encoder: Encoder, source: str | Path, out: str | Path, *,
+                 modality: str | None = None, chunk_size: int = DEFAULT_CHUNK,
+                 restart: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Embed a media folder or file list into ``out`` (.npy) + ``out`` ``.ids.txt``."""
+    ids, paths = media_inputs(source, modality=modality)
+    return embed_to_file(encoder, ids=ids, paths=paths, out=out, chunk_size=chunk_size,
+                         restart=restart, show_progress=show_progress)
+
+
+def _corpus_items(corpus: Path) -> tuple[list[str], list[str | None], list[list[str]]]:
+    from gcmr.corpus import load_corpus
+
+    c = load_corpus(corpus, check_finite=False)
+    return list(c.ids), list(c.sources or []), [list(x) for x in c.captions]
+
+
+def _resolve_sources(corpus: Path, ids: Sequence[str], sources: Sequence[str | None],
+                     media_root: str | Path | None) -> list[Path | None]:
+    root = media_root_of(corpus, media_root)
+    return [None if s is None else (Path(s) if Path(s).is_absolute() else root / s)
+            for s in sources]
+
+
+def embed_corpus(encoder: Encoder, corpus: str | Path, *, target: str = "items",
+                 media_root: str | Path | None = None, out: str | Path | None = None,
+                 chunk_size: int = DEFAULT_CHUNK, restart: bool = False,
+                 show_progress: bool = True) -> dict[str, Any]:
+    """Re-embed a corpus: ``target="items"`` embeds each item's media (its ``source``, relative
+    to ``media_root``) into ``embeddings.npy``; ``target="captions"`` writes
+    ``caption_embeddings.npy`` (mean text embedding of each item's captions). The corpus is
+    rewritten atomically (in place, or to ``out``)."""
+    corpus = Path(corpus)
+    ids, sources, captions = _corpus_items(corpus)
+    work = _work_path(corpus, f"{target}-embeddings.npy")
+    if target == "items":
+        paths = _resolve_sources(corpus, ids, sources, media_root)
+        no_source = [i for i, p in zip(ids, paths) if p is None]
+        if no_source:
+            raise GcmrError(f"{corpus}: {len(no_source)} item(s) have no 'source' (e.g. "
+                            f"{no_source[0]!r}); cannot embed their media")
+        missing = [str(p) for p in paths if p is not None and not p.is_file()]
+        if missing:
+            raise GcmrError(f"{len(missing)} media file(s) not found, e.g. {missing[0]} "
+                            f"(set --media-root to the folder the sources are relative to)")
+        job = embed_items_job(encoder, ids=ids, paths=[p for p in paths if p is not None],
+                              partial_dir=partial_dir_for(work), chunk_size=chunk_size,
+                              restart=restart, show_progress=show_progress)
+        assemble(job, work, dim=encoder.dim, remove_partial=False)
+        rewrite_corpus(corpus, out=out, embeddings_file=work,
+                       meta_updates={"embedding_dim": encoder.dim,
+                                     "embedding_model": encoder.name})
+    elif target == "captions":
+        job = embed_captions_job(encoder, captions, partial_dir=partial_dir_for(work),
+                                 chunk_size=chunk_size, restart=restart,
+                                 show_progress=show_progress)
+        assemble(job, work, dim=encoder.dim, remove_partial=False)
+        rewrite_corpus(corpus, out=out, caption_embeddings_file=work,
+                       meta_updates={"caption_embedding_model": encoder.name})
+    else:
+        raise GcmrError(f"target must be items or captions, got {target!r}")
+    job.remove()
+    return {"corpus": str(out or corpus), "target": target, "items": len(ids),
+            "dim": encoder.dim, "encoder": encoder.name}
+
+
+def caption_corpus(corpus: str | Path, *, captioner: HFCaptioner | None = None,
+                   captions_file: str | Path | None = None, mode: str = "append",
+                   media_root: str | Path | None = None, out: str | Path | None = None,
+                   chunk_size: int = 256, restart: bool = False,
+                   show_progress: bool = True) -> dict[str, Any]:
+    """Set every item's ``captions`` from a captioner (image / video media) or a captions file
+    (any modality), appending to or replacing the existing ones; atomic rewrite."""
+    import json
+
+    corpus = Path(corpus)
+    if (captioner is None) == (captions_file is None):
+        raise GcmrError("pass exactly one of a captioner (--captioner) or a captions file "
+                        "(--captions-file)")
+    merge_captions([], [], mode)  # validates mode before any work
+    ids, sources, old = _corpus_items(corpus)
+    unmatched = 0
+    if captioner is not None:
+        modality = json.loads((corpus / "corpus.json").read_text(encoding="utf-8"))["modality"]
+        paths = _resolve_sources(corpus, ids, sources, media_root)
+        usable = [i for i, p in enumerate(paths) if p is not None and p.is_file()]
+        unmatched = len(ids) - len(usable)
+        if not usable:
+            raise GcmrError(f"{corpus}: no item has a readable media file (sources relative to "
+                            f"{media_root_of(corpus, media_root)}); set --media-root")
+        work = _work_path(corpus, "captions")
+        got = caption_items(captioner, ids=[ids[i] for i in usable],
+                            paths=[paths[i] for i in usable], modality=modality,  # type: ignore[misc]
+                            partial_dir=partial_dir_for(work), chunk_size=chunk_size,
+                            restart=restart, show_progress=show_progress)
+        new: list[list[str]] = [[] for _ in ids]
+        for i, caps in zip(usable, got):
+            new[i] = caps
+        source_name = captioner.name
+    else:
+        new, unmatched = match_captions(read_captions_file(captions_file), ids, sources)  # type: ignore[arg-type]
+        source_name = f"file:{captions_file}"
+    merged = [merge_captions(o, n, mode) if n or mode == "append" else o
+              for o, n in zip(old, new)]
+    rewrite_corpus(corpus, out=out, captions=merged,
+                   meta_updates={"captions_from": source_name if mode == "replace"
+                                 else _append_source(corpus, source_name)})
+    counts = [len(c) for c in merged]
+    return {"corpus": str(out or corpus), "items": len(ids), "mode": mode,
+            "captions_from": source_name, "items_without_new_captions": unmatched,
+            "captions_per_item_mean": sum(counts) / max(1, len(counts))}
+
+
+def _append_source(corpus: Path, source: str) -> str:
+    import json
+
+    meta = json.loads((corpus / "corpus.json").read_text(encoding="utf-8"))
+    old = meta.get("captions_from")
+    return source if not old or old == source else f"{old} + {source}"
