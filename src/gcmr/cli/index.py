@@ -10,8 +10,7 @@ from gcmr.cli.common import positive_int, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from gcmr.ids import SCHEMES
-
+    # no gcmr.ids import here: it pulls in torch, and `gcmr --help` must stay fast
     p = sub.add_parser(
         "index", help="build semantic identifiers for a corpus",
         description="Fit an identifier scheme on the corpus embeddings and write the index "
@@ -20,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "codebook utilization, entropy, dead codes and the collision rate.")
     p.add_argument("corpus", type=Path, help="corpus directory")
     p.add_argument("out", type=Path, help="output index directory")
-    p.add_argument("--scheme", choices=sorted(SCHEMES), default=None,
-                   help="identifier scheme (default cart)")
+    p.add_argument("--scheme", default=None,
+                   help="identifier scheme: cart (default), rq, hkmeans, atomic, random, or one "
+                   "registered by an extension (e.g. avg)")
     p.add_argument("--config", type=Path, default=None,
                    help="IndexConfig JSON file; the options below override it")
     p.add_argument("--clusters", type=positive_int, default=None,
@@ -52,6 +52,10 @@ OPTION_FIELDS = {
 def config_from_args(args: argparse.Namespace) -> Any:
     from gcmr.ids import IndexConfig
 
+    from gcmr.errors import ConfigError
+
+    if args.config is not None and not args.config.is_file():
+        raise ConfigError(f"{args.config}: no such config file")
     config = IndexConfig.from_file(args.config) if args.config else IndexConfig()
     changes = {field: getattr(args, opt) for opt, field in OPTION_FIELDS.items()
                if getattr(args, opt) is not None}

@@ -115,11 +115,11 @@ class RQVAE(nn.Module):
 
 def rqvae_loss(out: RQOutput, *, alpha: float, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 1: reconstruction MSE + alpha * per-level (codebook + beta * commitment) losses."""
-    recon = (out.x_hat - out.x).pow(2).sum(dim=1).mean()
+    recon = (out.x_hat - out.x).pow(2).mean()
     quant = out.z.new_zeros(())
     for r, e in zip(out.residuals, out.chosen):
-        codebook = (r.detach() - e).pow(2).sum(dim=1).mean()
-        commit = (r - e.detach()).pow(2).sum(dim=1).mean()
+        codebook = (r.detach() - e).pow(2).mean()
+        commit = (r - e.detach()).pow(2).mean()
         quant = quant + codebook + beta * commit
     loss = recon + alpha * quant
     return loss, {"loss": float(loss.detach()), "recon": float(recon.detach()),
@@ -243,7 +243,7 @@ def _restart_dead_codes(model: RQVAE, optimizer: torch.optim.Optimizer, usage: t
     counts = []
     state = optimizer.state.get(model.codebooks, {})
     for lvl, r in enumerate(residuals):
-        dead = torch.flatnonzero(usage[lvl] < threshold)
+        dead = torch.nonzero(usage[lvl] < threshold).flatten()
         counts.append(len(dead))
         if not len(dead):
             continue

@@ -47,6 +47,16 @@ def register_scheme(name: str, cls: type[IdScheme] | None = None) -> Any:
 
 
 def get_scheme(name: str) -> type[IdScheme]:
+    """The scheme class registered as ``name``. A scheme defined outside this module registers
+    itself on import; by convention ``gcmr.ids.<name>`` is imported on first use."""
+    if name not in SCHEMES and name.isidentifier():
+        import importlib
+
+        try:
+            importlib.import_module(f"gcmr.ids.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"gcmr.ids.{name}":
+                raise
     if name not in SCHEMES:
         raise ConfigError(f"index option scheme: unknown scheme {name!r} "
                           f"(available: {', '.join(sorted(SCHEMES))})")
