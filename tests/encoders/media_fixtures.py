@@ -112,9 +112,9 @@ def vocab_size() -> int:
 
 # ----------------------------------------------------------------------------- tiny models
 
-_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-               image_size=32, patch_size=8)
+_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+         "num_attention_heads": 2}
+_VISION = {**_TEXT, "image_size": 32, "patch_size": 8}
 
 
 def tiny_clip_dir(directory: Path) -> Path:
@@ -154,9 +154,10 @@ def tiny_clap_dir(directory: Path) -> Path:
     cfg = ClapConfig(
         text_config=dict(_TEXT, vocab_size=vocab_size(), max_position_embeddings=40,
                          type_vocab_size=1, pad_token_id=0, bos_token_id=2, eos_token_id=3),
-        audio_config=dict(spec_size=64, num_mel_bins=16, window_size=4, depths=[1, 1],
-                          num_attention_heads=[1, 2], patch_embeds_hidden_size=8, hidden_size=16,
-                          patch_stride=[4, 4], patch_size=4, enable_fusion=False),
+        audio_config={"spec_size": 64, "num_mel_bins": 16, "window_size": 4, "depths": [1, 1],
+                      "num_attention_heads": [1, 2], "patch_embeds_hidden_size": 8,
+                      "hidden_size": 16, "patch_stride": [4, 4], "patch_size": 4,
+                      "enable_fusion": False},
         projection_dim=16)
     ClapModel(cfg).save_pretrained(directory)
     # 16 kHz, 1 s windows: tiny and cheap; the loader resamples every file to this rate
@@ -192,7 +193,8 @@ def tiny_open_clip(directory: Path) -> tuple[Path, Path]:
 def _bert_tokenizer():
     from transformers import BertTokenizer
 
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(WORDS))}
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {w: i for i, w in enumerate(specials + list(WORDS))}
     return BertTokenizer(vocab=vocab, model_max_length=32)
 
 

@@ -101,7 +101,7 @@ def test_sentence_transformers_spec_loads_a_local_dir():
         load_text_encoder("st:./no/such/model")
 
 
-# ----------------------------------------------------------------------------- tiny transformers / open_clip
+# ----------------------------------------------------------------------------- tiny models
 
 
 @pytest.mark.parametrize("kind", ["clip", "siglip"])

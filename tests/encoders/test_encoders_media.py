@@ -120,4 +120,5 @@ def test_modalities_from_extensions(tmp_path):
     mf.write_image(tmp_path / "a.png")
     mf.write_image(tmp_path / ".hidden" / "c.png")
     (tmp_path / "notes.txt").write_text("hi")
-    assert [p.relative_to(tmp_path).as_posix() for p in list_media(tmp_path)] == ["a.png", "x/b.png"]
+    found = [p.relative_to(tmp_path).as_posix() for p in list_media(tmp_path)]
+    assert found == ["a.png", "x/b.png"]

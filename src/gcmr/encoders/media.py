@@ -18,6 +18,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg"})
 EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS, "video": VIDEO_EXTENSIONS}
+ALL_EXTENSIONS = IMAGE_EXTENSIONS | AUDIO_EXTENSIONS | VIDEO_EXTENSIONS
 
 
 def modality_of(path: str | Path) -> str | None:
@@ -36,11 +37,11 @@ def guess_modality(paths: Iterable[str | Path]) -> str:
         m = modality_of(p)
         if m is None:
             raise GcmrError(f"{p}: unknown media extension (known: "
-                            f"{', '.join(sorted(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS | VIDEO_EXTENSIONS))})")
+                            f"{', '.join(sorted(ALL_EXTENSIONS))})")
         found.setdefault(m, str(p))
     if len(found) > 1:
-        raise GcmrError("mixed media modalities: " + ", ".join(f"{m} (e.g. {p})" for m, p in found.items())
-                        + "; pass --modality or split the files")
+        kinds = ", ".join(f"{m} (e.g. {p})" for m, p in found.items())
+        raise GcmrError(f"mixed media modalities: {kinds}; pass --modality or split the files")
     if not found:
         raise GcmrError("no media files")
     return next(iter(found))
@@ -51,7 +52,7 @@ def list_media(root: str | Path, modality: str | None = None) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise GcmrError(f"{root}: not a directory")
-    exts = EXTENSIONS[modality] if modality else IMAGE_EXTENSIONS | AUDIO_EXTENSIONS | VIDEO_EXTENSIONS
+    exts = EXTENSIONS[modality] if modality else ALL_EXTENSIONS
     return sorted(p for p in root.rglob("*")
                   if p.suffix.lower() in exts and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))

@@ -31,7 +31,8 @@ def _work_path(corpus: Path, kind: str) -> Path:
     return corpus.parent / f".{corpus.name}.{kind}"
 
 
-def media_inputs(source: str | Path, *, modality: str | None = None) -> tuple[list[str], list[Path]]:
+def media_inputs(source: str | Path, *, modality: str | None = None
+                 ) -> tuple[list[str], list[Path]]:
     """(ids, paths) for a directory of media (ids = paths relative to it, sorted) or a text file
     with one media path per line (ids = the lines; relative lines are relative to the file)."""
     source = Path(source)
@@ -143,15 +144,16 @@ def caption_corpus(corpus: str | Path, *, captioner: HFCaptioner | None = None,
     unmatched = 0
     if captioner is not None:
         modality = json.loads((corpus / "corpus.json").read_text(encoding="utf-8"))["modality"]
-        paths = _resolve_sources(corpus, ids, sources, media_root)
-        usable = [i for i, p in enumerate(paths) if p is not None and p.is_file()]
+        resolved = _resolve_sources(corpus, ids, sources, media_root)
+        usable = [i for i, p in enumerate(resolved) if p is not None and p.is_file()]
+        usable_paths = [p for p in resolved if p is not None and p.is_file()]
         unmatched = len(ids) - len(usable)
         if not usable:
             raise GcmrError(f"{corpus}: no item has a readable media file (sources relative to "
                             f"{media_root_of(corpus, media_root)}); set --media-root")
         work = _work_path(corpus, "captions")
         got = caption_items(captioner, ids=[ids[i] for i in usable],
-                            paths=[paths[i] for i in usable], modality=modality,  # type: ignore[misc]
+                            paths=usable_paths, modality=modality,
                             partial_dir=partial_dir_for(work), chunk_size=chunk_size,
                             restart=restart, show_progress=show_progress)
         new: list[list[str]] = [[] for _ in ids]
@@ -159,7 +161,8 @@ def caption_corpus(corpus: str | Path, *, captioner: HFCaptioner | None = None,
             new[i] = caps
         source_name = captioner.name
     else:
-        new, unmatched = match_captions(read_captions_file(captions_file), ids, sources)  # type: ignore[arg-type]
+        assert captions_file is not None
+        new, unmatched = match_captions(read_captions_file(captions_file), ids, sources)
         source_name = f"file:{captions_file}"
     merged = [merge_captions(o, n, mode) if n or mode == "append" else o
               for o, n in zip(old, new)]

@@ -7,7 +7,8 @@ efficientnet-liteN:WEIGHTS.pth     other Lite variants from a local weights file
 open_clip:MODEL[:PRETRAINED]       MODEL: built-in name (ViT-B-32), a model-config .json,
                                    local-dir:DIR or hf-hub:ORG/REPO; PRETRAINED: a tag
                                    (laion2b_s34b_b79k) or a checkpoint file (.pt/.bin/.safetensors)
-hf-clip:SRC   hf-siglip:SRC        transformers CLIP / SigLIP (image + text); SRC = local dir or hub name
+hf-clip:SRC   hf-siglip:SRC        transformers CLIP / SigLIP (image + text); SRC = a local
+                                   directory (save_pretrained layout) or a hub name
 hf-clap:SRC                        transformers CLAP (audio + text)
 imagebind[:CHECKPOINT.pth]         ImageBind-huge (image/audio/video + text; needs `imagebind`)
 sentence-transformers:SRC          any sentence-transformers text model (alias st:SRC)
@@ -122,7 +123,8 @@ def load_encoder(spec: str, *, modality: str | None = None, frames: int = 8,
     if enc.modality != modality:
         raise ConfigError(
             f"encoder {spec!r} embeds {enc.modality}, not {modality}; for {modality} use "
-            + {"image": "efficientnet-lite0, open_clip:..., hf-clip:..., hf-siglip:... or imagebind",
+            + {"image": "efficientnet-lite0, open_clip:..., hf-clip:..., hf-siglip:... or "
+                        "imagebind",
                "video": "an image encoder (frames are pooled) or imagebind",
                "audio": "hf-clap:DIR or imagebind[:CKPT]",
                "text": "minilm or sentence-transformers:SRC"}.get(modality, "another encoder"))
@@ -133,7 +135,8 @@ def load_text_encoder(spec: str = "minilm", **kwargs: Any) -> Encoder:
     """A text encoder: ``minilm`` (offline all-MiniLM-L6-v2, 384-d), ``sentence-transformers:SRC``
     or the text tower of a dual encoder (open_clip, hf-clip, hf-clap, imagebind).
 
-    The result has ``encode_text(list[str]) -> float32 [n, dim]`` (L2-normalized), ``dim``, ``name``.
+    The result has ``encode_text(list[str]) -> float32 [n, dim]`` (L2-normalized), ``dim`` and
+    ``name``.
     """
     enc = build_encoder(spec, **{k: v for k, v in kwargs.items() if v is not None})
     if not enc.has_text:
