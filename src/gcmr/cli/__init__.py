@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "gcmr.cli.data",
     "gcmr.cli.index",
     "gcmr.cli.retrieval",
+    "gcmr.cli.media",
 )
 
 
