@@ -17,7 +17,7 @@ class IndexConfig(JsonConfig):
     on the residual ``embedding - centroid``, then a unique counter.
     """
 
-    scheme: str = "cart"  # cart | rq | hkmeans | atomic | random (see gcmr.ids.SCHEMES)
+    scheme: str = "cart"  # cart | rq | hkmeans | atomic | random | avg (see gcmr.ids.SCHEMES)
     # --- sizes
     num_clusters: int = 128  # K: coarse K-Means clusters (cart)
     codebook_size: int = 128  # vectors per RQ codebook (one codebook per fine level)
@@ -42,6 +42,12 @@ class IndexConfig(JsonConfig):
     # --- other schemes
     hkmeans_branching: int = 0  # hkmeans branching factor b (0 = num_clusters)
     random_code_size: int = 0  # random scheme: codes per position (0 = codebook_size)
+    # --- avg (AVG aligned voken tokenizer, gcmr.ids.avg; defaults from AVG tables 4-5)
+    voken_length: int = 4  # M: vokens per item (residual quantization steps)
+    voken_codebook_size: int = 1024  # N: vectors in the voken codebook
+    shared_codebook: bool = True  # one codebook for all M steps (AVG); False = one per step
+    align_weight: float = 1.0  # weight of the cross-modal alignment loss (0 = "w/o alignment")
+    text_encoder: str = "minilm"  # caption encoder when the corpus has no caption_embeddings.npy
     # --- scale
     max_fit_items: int = 200_000  # fit on a seeded subsample of at most this many rows
     encode_batch_size: int = 16384  # rows per chunk when encoding every item
@@ -56,7 +62,7 @@ class IndexConfig(JsonConfig):
         positive = ("num_clusters", "codebook_size", "num_fine_levels", "latent_dim",
                     "kmeans_epochs", "kmeans_batch_size", "epochs", "batch_size",
                     "restart_threshold", "init_kmeans_rows", "kmeans_iters", "max_fit_items",
-                    "encode_batch_size")
+                    "encode_batch_size", "voken_length", "voken_codebook_size")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -73,6 +79,12 @@ class IndexConfig(JsonConfig):
             value = getattr(self, name)
             if not value > 0:
                 raise ConfigError(f"index option {name} must be > 0, got {value!r}")
+        if isinstance(self.align_weight, bool) or not isinstance(self.align_weight, (int, float)) \
+                or not self.align_weight >= 0:
+            raise ConfigError(f"index option align_weight must be >= 0, got {self.align_weight!r}")
+        if not isinstance(self.text_encoder, str) or not self.text_encoder:
+            raise ConfigError(f"index option text_encoder must be an encoder spec such as "
+                              f"'minilm', got {self.text_encoder!r}")
         if self.hkmeans_branching == 1:
             raise ConfigError("index option hkmeans_branching must be >= 2 (or 0 = num_clusters)")
         if not isinstance(self.scheme, str) or not self.scheme:
