@@ -1,0 +1,138 @@
+"""The query tokenizer: a subword model (WordPiece or BPE, HF ``tokenizers``) trained on the
+corpus's training texts (item captions + train queries).
+
+Everything the tokenizer needs at load time lives in its one ``tokenizer.json`` file: the
+normalizer records lower-casing, the truncation setting records ``max_length`` and the padding
+setting records the pad token, so the model directory needs no second options file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from gcmr.errors import ArtifactError, ConfigError, GcmrError
+
+PAD = "[PAD]"
+UNK = "[UNK]"
+KINDS = ("wordpiece", "bpe")
+
+
+class QueryTokenizer:
+    """Text -> padded token ids for the retriever's encoder.
+
+    ``encode_batch`` pads to the longest query of the batch and truncates queries longer than
+    ``max_length`` (they are never rejected); an empty or whitespace-only query is an error that
+    names its position in the batch.
+    """
+
+    def __init__(self, tokenizer) -> None:  # tokenizers.Tokenizer
+        trunc = tokenizer.truncation
+        if not trunc or "max_length" not in trunc:
+            raise ArtifactError("tokenizer has no truncation length; was it saved by gcmr?")
+        pad_id = tokenizer.token_to_id(PAD)
+        if pad_id is None:
+            raise ArtifactError(f"tokenizer has no {PAD} token; was it saved by gcmr?")
+        self._tok = tokenizer
+        self.max_length = int(trunc["max_length"])
+        self.pad_id = int(pad_id)
+        self._tok.enable_padding(pad_id=self.pad_id, pad_token=PAD)  # pad to the batch's longest
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], *, vocab_size: int = 8000, lowercase: bool = True,
+              max_length: int = 32, kind: str = "wordpiece",
+              min_frequency: int = 2) -> QueryTokenizer:
+        """Train a subword vocabulary of at most ``vocab_size`` tokens on ``texts``.
+
+        ``kind`` is ``wordpiece`` (BERT-style ``##`` continuation pieces) or ``bpe``. Normalization
+        is Unicode NFD + accent stripping + whitespace cleaning, plus lower-casing if asked.
+        """
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+        if kind not in KINDS:
+            raise ConfigError(f"tokenizer kind must be one of {list(KINDS)}, got {kind!r}")
+        if vocab_size < 16:
+            raise ConfigError(f"tokenizer vocab_size must be >= 16, got {vocab_size}")
+        if max_length < 1:
+            raise ConfigError(f"max_length must be >= 1, got {max_length}")
+        if kind == "wordpiece":
+            tok = Tokenizer(models.WordPiece(unk_token=UNK))
+            trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                                special_tokens=[PAD, UNK], show_progress=False)
+            tok.decoder = decoders.WordPiece()
+        else:
+            tok = Tokenizer(models.BPE(unk_token=UNK))
+            trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                          special_tokens=[PAD, UNK], show_progress=False)
+        # BertNormalizer: clean control chars, split CJK, strip accents, optionally lower-case
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=True, lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        count = 0
+
+        def stream():
+            nonlocal count
+            for text in texts:
+                count += 1
+                yield text
+
+        tok.train_from_iterator(stream(), trainer=trainer)
+        if count == 0:
+            raise ConfigError("cannot train a query tokenizer on zero texts")
+        tok.enable_truncation(max_length=max_length)
+        return cls(tok)
+
+    def encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``[B, S]`` (int64) and attention mask ``[B, S]`` (bool, True = token).
+
+        ``S`` is the batch's longest query after truncation to ``max_length``.
+        """
+        if isinstance(texts, str):
+            raise GcmrError("encode_batch expects a list of queries, got a single string")
+        if not texts:
+            raise GcmrError("encode_batch got no queries")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise GcmrError(f"query {i} is empty: {text!r}")
+        encodings = self._tok.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.int64)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool)
+        empty = (~mask.any(dim=1)).nonzero().flatten()
+        if len(empty):
+            i = int(empty[0])
+            raise GcmrError(f"query {i} has no tokens after normalization: {texts[i]!r}")
+        return ids, mask
+
+    def tokenize(self, text: str) -> list[str]:
+        """The subword pieces of one text (for inspection and tests)."""
+        return self._tok.encode(text).tokens
+
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizer JSON file (vocabulary, normalizer, truncation = max_length)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        self._tok.save(str(tmp))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> QueryTokenizer:
+        """Read a tokenizer JSON file written by :meth:`save`."""
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing tokenizer file")
+        try:
+            tok = Tokenizer.from_str(path.read_text(encoding="utf-8"))
+        except Exception as exc:  # tokenizers raises plain Exception on a bad file
+            raise ArtifactError(f"{path}: corrupted tokenizer file ({exc})") from exc
+        try:
+            return cls(tok)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from exc
