@@ -1,0 +1,71 @@
+"""Training losses of CART (eqs. 6-8): token cross-entropy and the R-Drop consistency term.
+
+Logits are level-local and padded to the largest level, ``[..., L, Vmax]``, with -inf at codes
+a level does not have (as :class:`~gcmr.model.GenerativeRetrievalModel` returns them). Those
+entries get probability 0 and are masked out of the KL so they never produce NaNs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gcmr.errors import ConfigError
+
+
+def _valid(logits: torch.Tensor, level_mask: torch.Tensor | None) -> torch.Tensor:
+    """Bool mask of real codes: ``level_mask`` [L, Vmax] if given, else the finite logits."""
+    return torch.isfinite(logits) if level_mask is None else level_mask.expand_as(logits)
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *,
+                        level_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of each level's code given the prefix (CART eq. 6, negated).
+
+    ``logits`` [..., L, Vmax], ``targets`` [..., L] level-local codes. ``level_mask`` [L, Vmax]
+    (True = the level has that code) masks logits that are not already -inf.
+    """
+    if level_mask is not None:
+        logits = logits.masked_fill(~_valid(logits, level_mask), float("-inf"))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+def rdrop_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, *,
+             level_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Bidirectional KL of two dropout passes (R-Drop, CART eq. 7), mean over tokens:
+
+    ``1/2 [KL(p_a || p_b) + KL(p_b || p_a)] = 1/2 sum_v (p_a - p_b)(log p_a - log p_b)``.
+
+    Zero for identical distributions, symmetric in its arguments. Codes outside a level
+    (``level_mask`` False, or -inf logits) are excluded.
+    """
+    valid = _valid(logits_a, level_mask) & _valid(logits_b, level_mask)
+    log_a = torch.log_softmax(logits_a.float().masked_fill(~valid, float("-inf")), dim=-1)
+    log_b = torch.log_softmax(logits_b.float().masked_fill(~valid, float("-inf")), dim=-1)
+    # zero the -inf entries before subtracting: (-inf) - (-inf) would be NaN, also in backward
+    diff = (log_a - log_b.masked_fill(~valid, 0.0)).masked_fill(~valid, 0.0)
+    per_token = 0.5 * ((log_a.exp() - log_b.exp()) * diff).sum(dim=-1)
+    return per_token.mean()
+
+
+def cart_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, codes: torch.Tensor,
+              *, omega: float = 0.15) -> tuple[torch.Tensor, dict[str, float]]:
+    """CART eq. 8: ``CE + omega * KL`` for a batch of (query, identifier) pairs.
+
+    With ``omega > 0`` the batch is concatenated with itself and run in one forward pass, so the
+    two halves see independent dropout masks (R-Drop); CE is the mean over both passes. With
+    ``omega == 0`` it is one plain pass. Returns the loss and its parts as floats for logging.
+    """
+    if omega < 0:
+        raise ConfigError(f"omega must be >= 0, got {omega}")
+    if omega == 0:
+        ce = token_cross_entropy(model(input_ids, attention_mask, codes), codes)
+        return ce, {"loss": float(ce.detach()), "ce": float(ce.detach())}
+    b = input_ids.shape[0]
+    logits = model(torch.cat([input_ids, input_ids]), torch.cat([attention_mask, attention_mask]),
+                   torch.cat([codes, codes]))
+    ce = token_cross_entropy(logits, torch.cat([codes, codes]))
+    kl = rdrop_kl(logits[:b], logits[b:])
+    loss = ce + omega * kl
+    return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()),
+                  "kl": float(kl.detach())}
