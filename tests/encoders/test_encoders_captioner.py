@@ -158,3 +158,16 @@ def test_caption_corpus_append_replace_and_file(git_dir, images, tmp_path):
     assert load_corpus(corpus).captions == after.captions
     with pytest.raises(GcmrError, match="exactly one"):
         caption_corpus(corpus, show_progress=False)
+
+
+def test_caption_corpus_refuses_audio_before_any_work(git_dir, images, tmp_path):
+    from gcmr.encoders.pipeline import caption_corpus
+
+    corpus = _image_corpus(tmp_path, images)
+    meta = json.loads((corpus / "corpus.json").read_text())
+    meta["modality"] = "audio"
+    (corpus / "corpus.json").write_text(json.dumps(meta))
+    cap = load_captioner(str(git_dir))
+    with pytest.raises(GcmrError, match="no audio captioner.*--captions-file"):
+        caption_corpus(corpus, captioner=cap, show_progress=False)
+    assert not list(tmp_path.glob(".corpus.*"))

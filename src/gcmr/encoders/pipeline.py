@@ -144,6 +144,9 @@ def caption_corpus(corpus: str | Path, *, captioner: HFCaptioner | None = None,
     unmatched = 0
     if captioner is not None:
         modality = json.loads((corpus / "corpus.json").read_text(encoding="utf-8"))["modality"]
+        if modality not in ("image", "video"):
+            raise GcmrError(f"{corpus} is {modality}: there is no {modality} captioner; pass "
+                            f"the captions in a file (--captions-file) instead")
         resolved = _resolve_sources(corpus, ids, sources, media_root)
         usable = [i for i, p in enumerate(resolved) if p is not None and p.is_file()]
         usable_paths = [p for p in resolved if p is not None and p.is_file()]

@@ -89,6 +89,23 @@ def test_import_clotho_with_clap(tmp_path, clap_spec):
     assert [len(x) for x in c.captions] == [5, 5, 0, 0, 0]
 
 
+def test_audio_has_no_captioner_but_takes_a_captions_file(tmp_path, clap_spec, git_dir):
+    root = write_clotho(tmp_path / "clotho")
+    with pytest.raises(ConfigError, match="no audio captioner.*--captions-file"):
+        import_dataset("clotho", root, tmp_path / "o", encoder=clap_spec,
+                       captioner=f"hf:{git_dir}", show_progress=False)
+    assert not list(tmp_path.glob(".o.*"))  # refused before any work
+    caps = tmp_path / "generated.csv"
+    _csv(caps, ["file_name", "caption_1", "caption_2"],
+         [["Wind Door.wav", "a door creaks in the wind", "wind howls"]])
+    summary = import_dataset("clotho", root, tmp_path / "o", encoder=clap_spec,
+                             captions_file=caps, show_progress=False)
+    c = load_corpus(tmp_path / "o")
+    assert c.captions[c.row_of["Wind Door"]] == ["a door creaks in the wind", "wind howls"]
+    assert summary["items_with_captions"] == 1
+    assert c.meta.extra["captions_from"] == f"file:{caps}"
+
+
 def test_clotho_v1_without_validation_and_missing_csv(tmp_path):
     root = write_clotho(tmp_path / "clotho")
     (root / "clotho_captions_validation.csv").unlink()

@@ -95,6 +95,7 @@ def test_import_msrvtt_pools_frames(tmp_path, clip_spec):
                                                                    "val": 3}
     c = load_corpus(out)
     assert c.meta.modality == "video" and c.embeddings.shape == (5, 16)
+    assert c.meta.extra["video_frames"] == 3
     assert c.sources[0] == "MSRVTT/videos/TrainValVideo/video0.mp4"
 
 

@@ -80,8 +80,10 @@ def import_dataset(
     captioner (``caption_options``: a :class:`~gcmr.encoders.CaptionOptions`). ``limit``: keep
     the first N items of each split (quick trials).
     """
+    from gcmr.encoders.base import ImageEncoder
     from gcmr.encoders.captioner import load_captioner
     from gcmr.encoders.registry import load_encoder, load_text_encoder
+    from gcmr.encoders.video import FramePoolEncoder
 
     data = read_dataset(dataset, root, **options).limited(limit)
     data.check()
@@ -98,6 +100,8 @@ def import_dataset(
     torch_opts = {"device": device, "precision": precision, "batch_size": batch_size}
     if isinstance(encoder, str):
         encoder = load_encoder(encoder, modality=data.modality, frames=frames, **torch_opts)
+    elif data.modality == "video" and isinstance(encoder, ImageEncoder):
+        encoder = FramePoolEncoder(encoder, frames=frames)
     if isinstance(text_encoder, str):
         text_encoder = load_text_encoder(text_encoder, **torch_opts)
     if isinstance(captioner, str):

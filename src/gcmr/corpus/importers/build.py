@@ -52,6 +52,9 @@ def build_corpus(
         raise ArtifactError(f"{out} already exists (use --overwrite to replace it)")
     if captioner is not None and captions_file is not None:
         raise ConfigError("pass either a captioner or a captions file, not both")
+    if captioner is not None and data.modality == "audio":
+        raise ConfigError(f"{data.name} is audio and there is no audio captioner; pass the "
+                          f"captions in a file (--captions-file) instead")
     data.check()
     if encoder.modality not in (data.modality, "other"):
         raise ConfigError(f"{data.name} is {data.modality} but encoder {encoder.name!r} embeds "
@@ -97,6 +100,8 @@ def build_corpus(
         "captions_from": captions_from,
         "importer": {"version": IMPORTER_VERSION, **data.notes},
     }
+    if getattr(encoder, "frames", None):
+        extra["video_frames"] = encoder.frames  # frames mean-pooled per video
     if cap_job is not None:
         extra["caption_embedding_model"] = text_encoder.name
     with CorpusWriter(out, name=data.name, modality=data.modality, embedding_dim=encoder.dim,
