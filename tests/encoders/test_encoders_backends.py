@@ -251,3 +251,76 @@ def test_device_and_precision_selection():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             select_device("cuda")
+
+
+def _fake_imagebind(monkeypatch):
+    """Install a stand-in ``imagebind`` package with ImageBind's API (imagebind_huge,
+    ModalityType, data.load_and_transform_text/audio_data) around a tiny random model, so the
+    wrapper's checkpoint loading and per-modality dispatch run; the real model is not here."""
+    import sys
+    import types
+
+    import torch
+
+    class ModalityType:
+        VISION, TEXT, AUDIO = "vision", "text", "audio"
+
+    class TinyBind(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision = torch.nn.Linear(3 * 4 * 4, 1024)
+            self.text = torch.nn.Embedding(100, 1024)
+            self.audio = torch.nn.Linear(16, 1024)
+
+        def forward(self, inputs):
+            out = {}
+            for key, x in inputs.items():
+                if key == "vision":
+                    assert x.shape[1:] == (3, 224, 224)
+                    pooled = torch.nn.functional.adaptive_avg_pool2d(x, 4)
+                    out[key] = self.vision(pooled.flatten(1))
+                elif key == "text":
+                    out[key] = self.text(x).mean(1)
+                else:
+                    out[key] = self.audio(x)
+            return {k: torch.nn.functional.normalize(v, dim=-1) for k, v in out.items()}
+
+    model_mod = types.ModuleType("imagebind.models.imagebind_model")
+    model_mod.ModalityType = ModalityType
+    model_mod.imagebind_huge = lambda pretrained=False: TinyBind()
+    data_mod = types.ModuleType("imagebind.data")
+    data_mod.load_and_transform_text = lambda texts, device: torch.tensor(
+        [[len(t) % 100, sum(map(ord, t)) % 100] for t in texts], device=device)
+    data_mod.load_and_transform_audio_data = lambda paths, device: torch.stack(
+        [torch.full((16,), float(len(str(p)) % 7)) for p in paths]).to(device)
+    for name, mod in {"imagebind": types.ModuleType("imagebind"),
+                      "imagebind.models": types.ModuleType("imagebind.models"),
+                      "imagebind.models.imagebind_model": model_mod,
+                      "imagebind.data": data_mod}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    return TinyBind
+
+
+def test_imagebind_wrapper_with_a_stand_in_package(monkeypatch, tmp_path, images):
+    import torch
+
+    tiny = _fake_imagebind(monkeypatch)
+    with pytest.raises(GcmrError, match="missing.pth: ImageBind checkpoint not found"):
+        load_encoder(f"imagebind:{tmp_path / 'missing.pth'}")
+    torch.manual_seed(1)
+    ref = tiny()
+    ckpt = tmp_path / "imagebind_huge.pth"
+    torch.save(ref.state_dict(), ckpt)
+    enc = load_encoder(f"imagebind:{ckpt}", modality="image")
+    assert enc.dim == 1024 and enc.has_text
+    assert torch.equal(enc.model.vision.weight, ref.vision.weight)  # the checkpoint was loaded
+    emb = enc.encode_media(images[:2])
+    assert emb.shape == (2, 1024) and _unit_rows(emb)
+    assert enc.encode_text(["a dog", "a cat"]).shape == (2, 1024)
+    audio = load_encoder(f"imagebind:{ckpt}", modality="audio")
+    assert audio.modality == "audio" and audio.encode_media(["x.wav", "yy.wav"]).shape == (2, 1024)
+    video = load_encoder(f"imagebind:{ckpt}", modality="video", frames=2)
+    assert video.encode_media([mf.write_mp4(tmp_path / "v.mp4", frames=4)]).shape == (1, 1024)
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(GcmrError, match="not an ImageBind-huge checkpoint"):
+        load_encoder(f"imagebind:{tmp_path / 'bad.pth'}")
