@@ -1,6 +1,7 @@
 """Semantic identifiers: schemes (CART coarse K-Means + RQ-VAE fine + unique token, and the
 ablation baselines), the identifier index artifact and the prefix trie as tensors."""
 
+from gcmr.ids import avg as _avg  # noqa: F401  registers the "avg" scheme
 from gcmr.ids.config import IndexConfig
 from gcmr.ids.index import SemanticIndex, build_index, load_index
 from gcmr.ids.schemes import SCHEMES, IdScheme, NotFittedError, register_scheme
