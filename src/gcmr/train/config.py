@@ -32,6 +32,9 @@ class TrainConfig(JsonConfig):
     max_val_queries: int = 1000  # validation subsample (seeded) per epoch
     val_beam: int = 10
     vocab_size: int = 8000  # query tokenizer vocabulary
+    # bpe: deterministic training; wordpiece: the HF trainer assigns "##" pieces in hash-map
+    # order, so two runs on the same texts can differ (huggingface/tokenizers#1794)
+    tokenizer: str = "bpe"
     lowercase: bool = True
     max_query_length: int = 32
     seed: int = 0
@@ -60,5 +63,7 @@ class TrainConfig(JsonConfig):
                               f"got {self.select_metric!r}")
         if not (self.use_captions or self.use_train_queries):
             raise ConfigError("use_captions and use_train_queries are both off: no training data")
+        if self.tokenizer not in ("bpe", "wordpiece"):
+            raise ConfigError(f"tokenizer must be 'bpe' or 'wordpiece', got {self.tokenizer!r}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")

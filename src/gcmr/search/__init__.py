@@ -1,0 +1,39 @@
+"""Search: constrained beam search, the generative Retriever, dense baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gcmr.errors import ArtifactError
+
+
+def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None,
+                  device: str = "auto") -> Any:
+    """Load any trained model directory by its manifest format.
+
+    ``gcmr-model`` (generative: CART / AVG) -> :class:`~gcmr.search.retriever.Retriever`;
+    ``gcmr-dense`` (dual tower) -> :class:`~gcmr.search.dense.DenseRetriever`. Both offer
+    ``search``/``search_rows``, ``item_ids``, ``item_descriptions()`` and the corpus identity.
+    """
+    path = Path(model_dir) / "manifest.json"
+    try:
+        fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing manifest; is {model_dir} a model directory?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: corrupted manifest ({exc})") from exc
+    if fmt == "gcmr-model":
+        from gcmr.search.retriever import Retriever
+
+        return Retriever.load(model_dir, index_path=index_path, device=device)
+    if fmt == "gcmr-dense":
+        from gcmr.search.dense import DenseRetriever
+
+        return DenseRetriever.load(model_dir, device=device)
+    raise ArtifactError(f"{path}: format {fmt!r} is not a model gcmr can search with "
+                        f"(expected gcmr-model or gcmr-dense)")
+
+
+__all__ = ["load_searcher"]

@@ -1,0 +1,172 @@
+"""The public search API: ``Retriever.load(model_dir).search(queries, k) -> (scores, item_ids)``.
+
+Shaped like faiss: a batch of queries in, arrays out. Scores are sequence log-probabilities of
+the generated identifiers (higher is better); ``item_ids`` is an object array of corpus ids,
+``""`` where fewer than ``k`` valid identifiers exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gcmr.artifacts import load_tensors, read_manifest
+from gcmr.errors import ArtifactError, GcmrError
+from gcmr.ids.trie import Trie
+
+DEFAULT_BEAM = 10
+
+
+@torch.no_grad()
+def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int,
+                device: torch.device | str = "cpu", batch_size: int = 256,
+                row_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Constrained beam search for a list of texts in batches.
+
+    Returns ``(scores float32 [Q, k], rows int64 [Q, k])`` with -inf / -1 padding. ``row_map``
+    translates the trie's item rows (e.g. of a candidate sub-trie) to corpus rows.
+    """
+    from gcmr.search.beam import constrained_beam_search
+
+    if k < 1:
+        raise GcmrError(f"k must be >= 1, got {k}")
+    if beam < 1:
+        raise GcmrError(f"beam must be >= 1, got {beam}")
+    scores_out = np.full((len(texts), k), -np.inf, dtype=np.float32)
+    rows_out = np.full((len(texts), k), -1, dtype=np.int64)
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start:start + batch_size])
+        try:
+            ids, mask = tokenizer.encode_batch(chunk)
+        except GcmrError as exc:
+            raise GcmrError(f"query batch starting at query {start}: {exc}") from exc
+        scores, rows, _ = constrained_beam_search(model, ids.to(device), mask.to(device), trie,
+                                                  beam=beam, k=k)
+        width = min(k, rows.shape[1])
+        s = scores[:, :width].float().cpu().numpy()
+        r = rows[:, :width].cpu().numpy()
+        if row_map is not None:
+            r = np.where(r >= 0, row_map[np.maximum(r, 0)], -1)
+        scores_out[start:start + len(chunk), :width] = s
+        rows_out[start:start + len(chunk), :width] = r
+    return scores_out, rows_out
+
+
+def item_descriptions(corpus_path: Path):
+    """A ``row -> text`` lookup of each item's first caption (or its source) for display.
+
+    Reads ``items.jsonl`` once; returns a function giving "" when the corpus is unavailable.
+    """
+    import json
+
+    path = Path(corpus_path) / "items.jsonl"
+    if not path.is_file():
+        return lambda row: ""
+    texts: list[str] = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                obj = {}
+            caps = obj.get("captions") or []
+            texts.append(caps[0] if caps else str(obj.get("source") or ""))
+    return lambda row: texts[row] if 0 <= row < len(texts) else ""
+
+
+class Retriever:
+    """A trained generative retriever: tokenizer + seq2seq model + identifier index."""
+
+    def __init__(self, model, tokenizer, index, manifest: dict[str, Any], *, path: Path,
+                 device: torch.device) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.index = index
+        self.manifest = manifest
+        self.path = path
+        self.device = device
+        self._subtries: dict[bytes, tuple[Trie, np.ndarray]] = {}
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, index_path: str | Path | None = None,
+             device: str = "auto") -> Retriever:
+        """Load a model directory and the index it was trained on (path from the manifest)."""
+        from gcmr.ids import load_index
+        from gcmr.model import GenerativeRetrievalModel, ModelConfig, QueryTokenizer
+        from gcmr.train.trainer import MODEL_FORMAT, MODEL_VERSION, _index_fingerprint, resolve_device
+
+        model_dir = Path(model_dir)
+        manifest = read_manifest(model_dir, fmt=MODEL_FORMAT, versions=(MODEL_VERSION,))
+        weights = model_dir / manifest.get("weights", "model.safetensors")
+        if not weights.is_file():
+            raise ArtifactError(f"{weights}: missing weights (training has not finished an "
+                                f"epoch yet?)")
+        index_path = Path(index_path or manifest["index"]["path"])
+        index = load_index(index_path)
+        if _index_fingerprint(index) != manifest["index"]["fingerprint"]:
+            raise ArtifactError(f"{model_dir} was trained on a different index than {index_path} "
+                                f"(identifiers differ); pass the right --index")
+        tokenizer = QueryTokenizer.load(model_dir / manifest.get("tokenizer", "tokenizer.json"))
+        model_config = ModelConfig.from_dict(manifest["model_config"])
+        model = GenerativeRetrievalModel(model_config)
+        state = load_tensors(weights)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ArtifactError(f"{weights}: weights do not match the model config ({exc})") from exc
+        dev = resolve_device(device)
+        return cls(model.to(dev), tokenizer, index, manifest, path=model_dir, device=dev)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.index.item_ids
+
+    @property
+    def corpus_path(self) -> Path:
+        return Path(self.manifest["corpus"]["path"])
+
+    @property
+    def corpus_fingerprint(self) -> str:
+        return self.manifest["corpus"]["fingerprint"]
+
+    def item_descriptions(self):
+        """``row -> first caption or source`` for display (empty when the corpus is gone)."""
+        return item_descriptions(self.corpus_path)
+
+    def search_rows(self, queries: Sequence[str], *, k: int = 10, beam: int | None = None,
+                    candidates: np.ndarray | None = None, batch_size: int = 256
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`search` but returns item rows (-1 padding). ``candidates`` restricts
+        the pool to those rows (a sub-trie is built once and cached)."""
+        trie, row_map = self.index.trie, None
+        if candidates is not None:
+            trie, row_map = self._subtrie(np.asarray(candidates, dtype=np.int64))
+        return search_rows(self.model, self.tokenizer, trie, list(queries), k=k,
+                           beam=beam or max(DEFAULT_BEAM, k), device=self.device,
+                           batch_size=batch_size, row_map=row_map)
+
+    def search(self, queries: str | Sequence[str], *, k: int = 10, beam: int | None = None,
+               candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each query: ``(scores [Q, k], item_ids [Q, k])``.
+
+        ``beam`` defaults to max(10, k). Scores are summed token log-probabilities.
+        """
+        if isinstance(queries, str):
+            queries = [queries]
+        scores, rows = self.search_rows(queries, k=k, beam=beam, candidates=candidates)
+        ids = np.asarray(self.index.item_ids + [""], dtype=object)
+        return scores, ids[np.where(rows >= 0, rows, len(ids) - 1)]
+
+    def _subtrie(self, rows: np.ndarray) -> tuple[Trie, np.ndarray]:
+        rows = np.unique(rows)
+        key = rows.tobytes()
+        if key not in self._subtries:
+            if len(rows) and (rows.min() < 0 or rows.max() >= self.index.num_items):
+                raise GcmrError("candidate rows fall outside the index")
+            trie = Trie.build(self.index.codes[rows], list(self.index.level_sizes))
+            self._subtries = {key: (trie, rows)}  # keep one: candidate pools are per split
+        return self._subtries[key]
