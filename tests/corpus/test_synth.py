@@ -388,3 +388,17 @@ def test_cli_synth_then_validate(tmp_path, capsys):
     assert load_corpus(out).meta.extra["synth"]["seed"] == 7
     assert main(["synth", str(out), "--items", "150"]) == 2  # exists, no --overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_synth_config_file(tmp_path):
+    from gcmr.corpus import load_corpus
+    from gcmr.corpus.synth import SynthConfig
+
+    cfg = tmp_path / "synth.json"
+    cfg.write_text(SynthConfig(num_items=120, dim=16, queries_per_item=2).to_json())
+    assert main(["synth", str(tmp_path / "w"), "--config", str(cfg), "--seed", "3"]) == 0
+    corpus = load_corpus(tmp_path / "w")
+    assert len(corpus) == 120 and corpus.dim == 16
+    assert len(corpus.split("train")) == 2 * 96
+    cfg.write_text('{"num_items": 10, "typo": 1}')
+    assert main(["synth", str(tmp_path / "x"), "--config", str(cfg)]) == 2

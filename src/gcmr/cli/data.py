@@ -21,10 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "embeddings, captioner-style captions, human queries split 80/10/10, "
                        "and the oracle ceiling of any text-only retriever.")
     p.add_argument("out", type=Path, help="output corpus directory")
-    p.add_argument("--items", type=positive_int, default=5000, help="number of items (default 5000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--dim", type=positive_int, default=1024, help="embedding dimension (default 1024)")
-    p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--config", type=Path, help="SynthConfig JSON (typo rate, queries per item, "
+                   "noise, ...); the flags below override it")
+    p.add_argument("--items", type=positive_int, help="number of items (default 5000)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--dim", type=positive_int, help="embedding dimension (default 1024)")
+    p.add_argument("--dtype", choices=("float32", "float16"), help="default float32")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_synth)
 
@@ -58,7 +60,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from gcmr.corpus.synth import SynthConfig, synthesize
 
-    config = SynthConfig(num_items=args.items, seed=args.seed, dim=args.dim, dtype=args.dtype)
+    config = SynthConfig.from_file(args.config) if args.config else SynthConfig()
+    flags = {"num_items": args.items, "seed": args.seed, "dim": args.dim, "dtype": args.dtype}
+    config = SynthConfig.from_dict({**config.to_dict(),
+                                    **{k: v for k, v in flags.items() if v is not None}})
     info = synthesize(args.out, config, overwrite=args.overwrite)
     print_table(f"synthetic world written to {args.out}", ("field", "value"),
                 [(k, v) for k, v in info.items()])
