@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "gcmr.cli.index",
     "gcmr.cli.retrieval",
     "gcmr.cli.media",
+    "gcmr.cli.bench",
 )
 
 
