@@ -121,7 +121,7 @@ def build_corpus(
         cap_job.remove()
     if row != len(records):  # pragma: no cover - iter_chunks guarantees it
         raise GcmrError(f"wrote {row} of {len(records)} items")
-    return {
+    summary = {
         "corpus": str(out),
         "dataset": data.name,
         "modality": data.modality,
@@ -132,7 +132,9 @@ def build_corpus(
         "queries": {k: len(v) for k, v in sorted(queries.items())},
         "captions_from": captions_from,
         "items_with_captions": sum(1 for c in captions if c),
-        "items_unmatched_in_captions_file": unmatched,
         "embedding_model": encoder.name,
         "dim": encoder.dim,
     }
+    if captions_file is not None:
+        summary["items_unmatched_in_captions_file"] = unmatched
+    return summary
