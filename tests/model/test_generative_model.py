@@ -45,7 +45,7 @@ def test_fusion_block_shapes_and_gates():
     memory = fusion.memory(layers)
     (ck, cv), (fk, fv) = memory
     assert ck.shape == cv.shape == (b, 4, t, d // 4)
-    assert fk.shape == fv.shape == (b, s, 4, t, d // 4)
+    assert fk.shape == fv.shape == (s, b, 4, t, d // 4)
     y = torch.randn(b, q, d)
     out = fusion(y, memory, mask)
     assert out.shape == (b, q, d)

@@ -74,17 +74,17 @@ class CrossAttention(nn.Module):
 
     def forward(self, y: torch.Tensor, kv: KV, mask: torch.Tensor) -> torch.Tensor:
         """``y`` [B, Q, d] attends to K/V [B, H, T, dh], or to a stack of ``S`` memories
-        [B, S, H, T, dh] (then the result is [B, S, Q, d]); ``mask`` bool [B, 1, 1, T]."""
+        [S, B, H, T, dh] (then the result is [S, B, Q, d]); ``mask`` bool [B, 1, 1, T]."""
         k, v = kv
         q = _heads(self.q(y), self.n_heads)  # [B, H, Q, dh]
-        if k.dim() == 5:  # S memories: one attention call over the batch B*S
-            b, s = k.shape[:2]
-            q = q.unsqueeze(1).expand(b, s, *q.shape[1:]).reshape(b * s, *q.shape[1:])
-            k, v = k.flatten(0, 1), v.flatten(0, 1)
-            mask = mask.unsqueeze(1).expand(b, s, *mask.shape[1:]).flatten(0, 1)
+        if k.dim() == 5:  # S memories: one attention call over the batch S*B
+            s, b = k.shape[:2]
+            q = q.expand(s, *q.shape).reshape(s * b, *q.shape[1:])
+            mask = mask.expand(s, *mask.shape).flatten(0, 1)
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-            return self.out(_merge(out.view(b, s, *out.shape[1:])))
+                q, k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0)
+            return self.out(_merge(out.view(s, b, *out.shape[1:])))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(_merge(out))
@@ -129,22 +129,24 @@ class CartFusion(nn.Module):
     def memory(self, layers: list[torch.Tensor]) -> tuple[KV, KV]:
         """K/V of the coarse memory Z and of each encoder layer, once per query."""
         z = self.coarse_proj(torch.cat(layers, dim=-1))  # Z = W[E_1..E_S] + b
-        fine = self.fine_attn.memory(torch.stack(layers, dim=1))  # [B, S, H, T, dh]
+        fine = self.fine_attn.memory(torch.stack(layers))  # [S, B, H, T, dh]
         return self.coarse_attn.memory(z), fine
 
     def forward(self, y: torch.Tensor, memory: tuple[KV, KV], mask: torch.Tensor) -> torch.Tensor:
         coarse_kv, fine_kv = memory
         s = self.num_memories
         coarse = torch.sigmoid(self.coarse_attn(y, coarse_kv, mask)) / s  # G
-        fine = self.fine_attn(y, fine_kv, mask)  # C(Y, E_i): [B, S, Q, d]
-        alpha = torch.sigmoid(self.gates(y, fine))
-        return coarse + (alpha * fine).sum(dim=1)  # G + L
+        fine = self.fine_attn(y, fine_kv, mask)  # C(Y, E_i): [S, B, Q, d]
+        alpha = torch.sigmoid(self.gates(y, fine))  # alpha_i
+        return coarse + (alpha * fine).sum(dim=0)  # G + L
 
     def gates(self, y: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        """Gate pre-activations ``W_i [Y; C_i] + b_i`` for all i: [B, S, Q, d]."""
-        s, d = self.gate_c.shape[:2]
-        gate_y = self.gate_y(y).view(*y.shape[:-1], s, d).transpose(-2, -3)
-        return gate_y + fine @ self.gate_c.transpose(1, 2)  # W_i^c C_i batched over S
+        """Gate pre-activations ``W_i [Y; C_i] + b_i`` for all i: [S, B, Q, d]."""
+        s, b, q, d = fine.shape
+        gate_y = self.gate_y(y).view(b * q, s, d).transpose(0, 1)  # W_i^y Y + b_i
+        # + W_i^c C_i for all i in one batched matmul over S (no per-query weight copies)
+        return torch.baddbmm(gate_y, fine.view(s, b * q, d),
+                             self.gate_c.transpose(1, 2)).view(s, b, q, d)
 
 
 class LastLayerCross(nn.Module):
