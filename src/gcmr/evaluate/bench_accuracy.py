@@ -1,0 +1,318 @@
+"""``gcmr bench accuracy CORPUS``: CART against its ablations and the baselines users would
+pick instead, side by side on one corpus, with one training budget for every row.
+
+Rows (CART tables 4, 8, 9 and the GRACE-style identifier baselines):
+
+==================  ===========================================================
+``cart``            CART: K-Means coarse + RQ-VAE fine identifiers, fusion decoder,
+                    CE + omega * R-Drop
+``no-consistency``  omega = 0 (no R-Drop consistency loss)
+``no-fusion``       plain cross-attention to the last encoder layer
+``no-kmeans``       ``rq`` identifiers: RQ-VAE only, no coarse K-Means token
+``no-rqvae``        ``hkmeans`` identifiers: hierarchical K-Means, no RQ-VAE
+``atomic``          one arbitrary token per item
+``random``          random codes of the same length
+``dense-exact``     the dual tower (:mod:`gcmr.train.dense`), exact search
+``dense-hnsw``      the same dual tower through a faiss HNSW index
+``oracle``          the corpus's ceiling (``oracle.json``), when it has one
+==================  ===========================================================
+
+``grid`` adds CART with identifier sizes K = codebook size in {64, 128, 256} and identifier
+length 4 / 5 / 6 (CART tables 6, 7). Every generative row is trained with the same
+:class:`~gcmr.train.TrainConfig` (epochs, batch size, schedule, seed) and the dense tower with
+the same one. Indexes and models live under a work directory and are reused when a re-run asks
+for exactly the same thing, so an interrupted suite continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gcmr.config import JsonConfig
+from gcmr.errors import ArtifactError, ConfigError, GcmrError
+from gcmr.progress import err_console
+
+METRICS = ("R@1", "R@5", "R@10", "MRR@10")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    name: str
+    label: str
+    kind: str  # generative | dense | oracle
+    index: tuple = ()  # IndexConfig changes, as sorted (key, value) pairs
+    train: tuple = ()  # TrainConfig changes
+    model: tuple = ()  # model option changes
+    backend: str = "exact"
+    ablation: bool = False  # an ablation of CART: expected below full CART
+
+
+ROWS: dict[str, RowSpec] = {r.name: r for r in (
+    RowSpec("cart", "CART (full)", "generative", (("scheme", "cart"),)),
+    RowSpec("no-consistency", "CART w/o consistency loss (omega = 0)", "generative",
+            (("scheme", "cart"),), (("omega", 0.0),), ablation=True),
+    RowSpec("no-fusion", "CART w/o fusion", "generative", (("scheme", "cart"),),
+            model=(("fusion", "none"),), ablation=True),
+    RowSpec("no-kmeans", "CART w/o K-Means (rq identifiers)", "generative",
+            (("scheme", "rq"),), ablation=True),
+    RowSpec("no-rqvae", "CART w/o RQ-VAE (hkmeans identifiers)", "generative",
+            (("scheme", "hkmeans"),), ablation=True),
+    RowSpec("atomic", "atomic identifiers (GRACE-style)", "generative",
+            (("scheme", "atomic"),), ablation=True),
+    RowSpec("random", "random identifiers (GRACE-style)", "generative",
+            (("scheme", "random"),), ablation=True),
+    RowSpec("dense-exact", "dense dual tower, exact search", "dense", backend="exact"),
+    RowSpec("dense-hnsw", "dense dual tower, faiss HNSW", "dense", backend="hnsw"),
+    RowSpec("oracle", "oracle ceiling", "oracle"),
+)}
+DEFAULT_ROWS = list(ROWS)
+
+
+def grid_rows() -> list[RowSpec]:
+    """CART tables 6 and 7: K = codebook size in {64, 256} (128 is the full row) at length 4,
+    and length 5 / 6 (more fine levels) at K = 128."""
+    rows = [RowSpec(f"cart-k{k}", f"CART K = codebook = {k}", "generative",
+                    (("codebook_size", k), ("num_clusters", k), ("scheme", "cart")))
+            for k in (64, 256)]
+    rows += [RowSpec(f"cart-l{length}", f"CART identifier length {length}", "generative",
+                     (("num_fine_levels", length - 2), ("scheme", "cart")))
+             for length in (5, 6)]
+    return rows
+
+
+@dataclass
+class AccuracyConfig(JsonConfig):
+    """Settings of the accuracy benchmark (saved in its report)."""
+
+    rows: list[str] = field(default_factory=lambda: list(DEFAULT_ROWS))
+    grid: bool = False  # add the identifier size / length grid (long)
+    split: str = "test"
+    k: int = 10
+    beam: int = 10
+    restrict: bool = False  # rank only the split's own items (paper protocol)
+    max_queries: int = 0  # evaluate a seeded subsample (0 = every query)
+    hnsw: str = "HNSW32"
+    ef_search: int = 64
+    index: dict[str, Any] = field(default_factory=dict)  # IndexConfig fields for every row
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields: the shared budget
+    model: dict[str, Any] = field(default_factory=dict)  # model options for every row
+    tower: dict[str, Any] = field(default_factory=dict)  # extra dense tower options
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.rows) - set(ROWS))
+        if unknown:
+            raise ConfigError(f"unknown accuracy rows {unknown}; known: {list(ROWS)}")
+        if self.k < 10:
+            raise ConfigError(f"k must be >= 10 (R@10 and MRR@10 are reported), got {self.k}")
+
+
+def _key(*parts: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _log(msg: str, show: bool) -> None:
+    if show:
+        err_console.print(f"[bench accuracy] {msg}", highlight=False)
+
+
+def _index_for(corpus, changes: dict[str, Any], work: Path, show: bool):
+    """Build (or reuse) the index of ``changes``; returns (path, index, seconds, reused)."""
+    from gcmr.ids import IndexConfig, build_index, load_index
+
+    config = IndexConfig.from_dict(changes, where="index options")
+    path = work / f"index-{changes.get('scheme', 'cart')}-{_key(config.to_dict(), corpus.fingerprint)}"
+    if (path / "manifest.json").is_file():
+        try:
+            index = load_index(path, corpus=corpus)
+            _log(f"reusing {path.name}", show)
+            return path, index, float(index.timing.get("total_s", 0.0)), True
+        except ArtifactError:
+            pass
+    _log(f"building {path.name} ({config.scheme})", show)
+    index = build_index(corpus, config, show_progress=show)
+    index.save(path, overwrite=True)
+    return path, index, float(index.timing["total_s"]), False
+
+
+def _complete(model_dir: Path, fields: dict[str, Any]) -> bool:
+    path = model_dir / "manifest.json"
+    if not path.is_file():
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return manifest.get("status") == "complete" and all(
+        manifest.get(k) == v for k, v in fields.items())
+
+
+def bench_accuracy(corpus_path: str | Path, out: str | Path,
+                   config: AccuracyConfig | None = None, *, work: str | Path,
+                   command: str | None = None, show_progress: bool = True) -> dict:
+    """Train and evaluate every row of ``config`` on ``corpus_path`` and write the
+    ``accuracy`` report (JSON, Markdown, PNG) to ``out``. Returns the report document."""
+    from gcmr.corpus import load_corpus
+    from gcmr.evaluate.bench import command_line, machine_info, write_report
+    from gcmr.evaluate.bench_plots import plot_accuracy
+    from gcmr.evaluate.runner import evaluate
+    from gcmr.search import load_searcher
+    from gcmr.search.dense import DenseRetriever, DenseSearchConfig
+    from gcmr.train import TrainConfig, train
+    from gcmr.train.dense import train_dense
+
+    config = config or AccuracyConfig()
+    started = time.perf_counter()
+    machine = machine_info()
+    command = command or command_line()
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(corpus_path)
+    corpus.split(config.split)  # fail early on a missing split
+    train_config = TrainConfig.from_dict(config.train, where="train options")
+    specs = [ROWS[name] for name in config.rows]
+    if config.grid:
+        specs += grid_rows()
+    max_q = config.max_queries or None
+    rows: list[dict[str, Any]] = []
+    indexes: dict[str, tuple] = {}
+    dense_dir = None
+    for spec in specs:
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"row": spec.name, "method": spec.label}
+        if spec.kind == "oracle":
+            oracle = (corpus.oracle or {}).get(config.split)
+            if not oracle or config.restrict:
+                _log("no oracle for this corpus / pool: row skipped", show_progress)
+                continue
+            row.update({m: oracle.get(m) for m in METRICS})
+            row["identifier"] = "-"
+            rows.append(row)
+            continue
+        if spec.kind == "generative":
+            changes = {**config.index, **dict(spec.index)}
+            ikey = _key(changes)
+            if ikey not in indexes:
+                indexes[ikey] = _index_for(corpus, changes, work, show_progress)
+            index_path, index, index_s, _ = indexes[ikey]
+            tc = TrainConfig.from_dict({**train_config.to_dict(), **dict(spec.train)},
+                                       where=f"train options of row {spec.name}")
+            options = {**config.model, **dict(spec.model)}
+            model_dir = work / f"model-{spec.name}-{_key(tc.to_dict(), options, index_path.name)}"
+            if _complete(model_dir, {"train_config": tc.to_dict()}):
+                _log(f"reusing {model_dir.name}", show_progress)
+            else:
+                _log(f"training {spec.name} on {index_path.name}", show_progress)
+                train(index_path, model_dir, config=tc, model_options=options, overwrite=True,
+                      show_progress=show_progress)
+            searcher = load_searcher(model_dir)
+            row["identifier"] = "x".join(str(s) for s in index.level_sizes)
+            row["index_s"] = round(index_s, 1)
+            beam = config.beam
+        else:  # dense
+            tower = {key: config.model[key] for key in ("d_model", "n_heads", "d_ff",
+                                                        "encoder_layers", "dropout")
+                     if key in config.model}
+            tower.update(config.tower)
+            dense_dir = work / f"dense-{_key(train_config.to_dict(), tower, corpus.fingerprint)}"
+            if _complete(dense_dir, {"train_config": train_config.to_dict()}):
+                _log(f"reusing {dense_dir.name}", show_progress)
+            else:
+                _log("training the dense dual tower", show_progress)
+                train_dense(corpus.path, dense_dir, config=train_config, tower_options=tower,
+                            overwrite=True, show_progress=show_progress)
+            backend = "exact" if spec.backend == "exact" else f"faiss:{config.hnsw}"
+            searcher = DenseRetriever.load(dense_dir, backend=backend, ef_search=config.ef_search)
+            row["identifier"] = f"{corpus.dim}-d vector"
+            model_dir = dense_dir
+            beam = None
+        manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+        _log(f"evaluating {spec.name}", show_progress)
+        result = evaluate(searcher, corpus, config.split, k=config.k, beam=beam,
+                          restrict_to_split=config.restrict, max_queries=max_q)
+        row.update({m: round(result["metrics"][m], 4) for m in METRICS})
+        row["epochs"] = manifest.get("epochs_done")
+        history = manifest.get("history") or _read_log(model_dir)
+        row["train_s"] = round(sum(h.get("seconds", 0.0) for h in history), 1) if history else None
+        row["eval_qps"] = result["queries_per_s"]
+        row["queries"] = result["queries"]
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        _log(f"{spec.label}: " + "  ".join(f"{m} {row[m]:.4f}" for m in METRICS), show_progress)
+        del searcher
+    notes = accuracy_notes(rows, specs)
+    notes.append(f"Pool: {'the split items' if config.restrict else 'every corpus item'} "
+                 f"({len(corpus):,} items); split {config.split}"
+                 + (f", {max_q:,} sampled queries" if max_q else "")
+                 + f"; generative rows: beam {config.beam}.")
+    notes.append("One training budget for every row: " + ", ".join(
+        f"{k} = {v}" for k, v in train_config.to_dict().items()
+        if k in ("epochs", "batch_size", "lr", "warmup_epochs", "max_steps", "seed",
+                 "val_split", "select_metric")) + ".")
+    settings = {**config.to_dict(), "corpus": str(corpus.path), "corpus_name": corpus.meta.name,
+                "corpus_items": len(corpus), "corpus_dim": corpus.dim,
+                "corpus_fingerprint": corpus.fingerprint, "work": str(work),
+                "resolved_train_config": train_config.to_dict()}
+    doc = write_report(out, "accuracy",
+                       title=f"Accuracy on {corpus.meta.name} ({len(corpus):,} items, "
+                             f"split {config.split})",
+                       columns=["method", *METRICS, "identifier", "epochs", "train_s",
+                                "eval_qps"],
+                       rows=rows, settings=settings, command=command, machine=machine,
+                       notes=notes, seconds=time.perf_counter() - started)
+    plot_accuracy(rows, Path(out) / "accuracy.png")
+    return doc
+
+
+def _read_log(model_dir: Path) -> list[dict[str, Any]]:
+    path = model_dir / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def accuracy_notes(rows: list[dict[str, Any]], specs: list[RowSpec]) -> list[str]:
+    """The targets, checked against the measured rows, as plain sentences."""
+    by = {r["row"]: r for r in rows}
+    notes: list[str] = []
+    full = by.get("cart")
+    if full is None:
+        return notes
+    ablations = [s.name for s in specs if s.ablation and s.name in by]
+    if ablations:
+        above = [f"{by[a]['method']} ({by[a]['R@1']:.4f})" for a in ablations
+                 if by[a]["R@1"] >= full["R@1"]]
+        if above:
+            notes.append(f"Not every ablation is below full CART on R@1 ({full['R@1']:.4f}): "
+                         + ", ".join(above) + " reach it or more.")
+        else:
+            notes.append("Every ablation row is below full CART on R@1.")
+    dense = by.get("dense-exact")
+    if dense is not None:
+        wins = [m for m in ("R@1", "MRR@10") if full[m] >= dense[m]]
+        loses = [m for m in ("R@1", "MRR@10") if full[m] < dense[m]]
+        if not loses:
+            notes.append(f"Full CART >= the dense dual tower (exact) on R@1 and MRR@10 "
+                         f"({full['R@1']:.4f} vs {dense['R@1']:.4f}, {full['MRR@10']:.4f} vs "
+                         f"{dense['MRR@10']:.4f}).")
+        else:
+            notes.append(f"The dense dual tower (exact) beats full CART on {', '.join(loses)} "
+                         f"(R@1 {dense['R@1']:.4f} vs {full['R@1']:.4f}, MRR@10 "
+                         f"{dense['MRR@10']:.4f} vs {full['MRR@10']:.4f})"
+                         + (f"; CART wins {', '.join(wins)}" if wins else "") + ".")
+    return notes
+
+
+def parse_rows(text: str) -> list[str]:
+    """``"cart,dense-exact"`` -> row names, checked."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise GcmrError(f"unknown accuracy rows {unknown}; known: {', '.join(ROWS)}")
+    return names
