@@ -71,6 +71,7 @@ def constrained_beam_search(model: GenerativeRetrievalModel, input_ids: torch.Te
         return (torch.full((b, k), float("-inf"), device=device),
                 torch.full((b, k), -1, dtype=torch.int64, device=device),
                 torch.full((b, k, num_levels), -1, dtype=torch.int64, device=device))
+    trie_device = trie.offsets[0].device
     enc = model.encode(input_ids, attention_mask)
     query = torch.arange(b, device=device).unsqueeze(1)  # [B, 1]
     nodes = torch.zeros(b, 1, dtype=torch.int64, device=device)  # root
@@ -82,7 +83,8 @@ def constrained_beam_search(model: GenerativeRetrievalModel, input_ids: torch.Te
         m = nodes.shape[1]
         hidden, cache = model.decode_step(enc, tokens, cache)
         logp = model.level_log_probs(hidden, level).view(b * m, -1)
-        allowed, targets, valid = trie.allowed(level, nodes.view(-1))  # [B*M, deg]
+        allowed, targets, valid = (t.to(device) for t in trie.allowed(
+            level, nodes.view(-1).to(trie_device)))  # [B*M, deg]; no-ops when on one device
         deg = allowed.shape[1]
         cand = (scores.view(-1, 1) + logp.gather(1, allowed)).masked_fill_(~valid, float("-inf"))
         keep = min(width if level < num_levels - 1 else k, m * deg)
