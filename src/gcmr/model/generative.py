@@ -189,11 +189,12 @@ class GenerativeRetrievalModel(nn.Module):
         b, k, n = codes.shape
         if b != enc.batch_size or n != self.num_levels:
             raise ConfigError(f"codes must be [{enc.batch_size}, (K,) {self.num_levels}], got "
-                              f"{tuple(codes.shape if not squeeze else codes[:, 0].shape)}")
+                              f"{tuple(codes[:, 0].shape if squeeze else codes.shape)}")
         if bool(((codes < 0) | (codes >= self.level_size_tensor)).any()):
             raise ConfigError(f"codes fall outside the level sizes {self.config.level_sizes}")
         bos = torch.full((b, k, 1), BOS, dtype=torch.int64, device=codes.device)
-        tokens = torch.cat([bos, self.token_ids(self._levels(n - 1), codes[..., :-1])], dim=-1)
+        levels = torch.arange(n - 1, device=codes.device)
+        tokens = torch.cat([bos, self.token_ids(levels, codes[..., :-1])], dim=-1)
         x = self.code_embedding(tokens) * self.embed_scale + self.level_embedding.weight[:n]
         x = self.drop(x)
         for i, layer in enumerate(self.decoder):
@@ -205,9 +206,6 @@ class GenerativeRetrievalModel(nn.Module):
             logits[:, :, level, :self.config.level_sizes[level]] = self.level_logits(
                 hidden[:, :, level], level)
         return logits[:, 0] if squeeze else logits
-
-    def _levels(self, n: int) -> torch.Tensor:
-        return torch.arange(n, device=self.code_offsets.device)
 
     # ---- public entry points -------------------------------------------------------------
 

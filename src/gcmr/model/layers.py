@@ -77,16 +77,15 @@ class CrossAttention(nn.Module):
         [S, B, H, T, dh] (then the result is [S, B, Q, d]); ``mask`` bool [B, 1, 1, T]."""
         k, v = kv
         q = _heads(self.q(y), self.n_heads)  # [B, H, Q, dh]
-        if k.dim() == 5:  # S memories: one attention call over the batch S*B
-            s, b = k.shape[:2]
-            q = q.expand(s, *q.shape).reshape(s * b, *q.shape[1:])
-            mask = mask.expand(s, *mask.shape).flatten(0, 1)
-            out = F.scaled_dot_product_attention(
-                q, k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask,
-                dropout_p=self.dropout if self.training else 0.0)
-            return self.out(_merge(out.view(s, b, *out.shape[1:])))
+        stack = k.shape[:2] if k.dim() == 5 else None
+        if stack:  # S memories: one attention call over the batch S*B
+            q = q.expand(stack[0], *q.shape).flatten(0, 1)
+            mask = mask.expand(stack[0], *mask.shape).flatten(0, 1)
+            k, v = k.flatten(0, 1), v.flatten(0, 1)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        if stack:
+            out = out.view(*stack, *out.shape[1:])
         return self.out(_merge(out))
 
 
