@@ -191,7 +191,8 @@ def test_captions_encoded_by_offline_minilm(tmp_path):
     corpus = load_corpus(tmp_path / "c", load_captions=False)  # as `gcmr index` loads it
     vec, mask, info = item_text_vectors(corpus, np.arange(12), text_encoder="minilm")
     assert vec.shape == (12, 384) and info["text_source"] == "captions"
-    assert info["text_dim"] == 384 and info["captions_encoded"] == 12
+    assert info["text_dim"] == 384 and info["captions"] == 12
+    assert info["captions_encoded"] == 3  # each distinct caption once
     assert mask.tolist() == [True, True, True, False] * 3
     np.testing.assert_allclose(np.linalg.norm(vec[mask], axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(vec[0], vec[2], atol=1e-6)

@@ -278,21 +278,26 @@ def item_text_vectors(corpus: Any, rows: np.ndarray, *, text_encoder: str = "min
     from gcmr.encoders import load_text_encoder
 
     encoder = load_text_encoder(text_encoder)
-    flat: list[str] = []
+    # each distinct caption is encoded once (captioners repeat themselves across items)
+    unique: dict[str, int] = {}
     owner: list[int] = []
+    text_of: list[int] = []
     for i, row in enumerate(np.asarray(rows).tolist()):
         for text in captions[row]:
-            flat.append(text)
             owner.append(i)
+            text_of.append(unique.setdefault(text, len(unique)))
+    texts = list(unique)
+    emb = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    with progress_task(show_progress, f"captions ({encoder.name})", len(texts)) as update:
+        for start in range(0, len(texts), batch_size):
+            emb[start:start + batch_size] = encoder.encode_text(texts[start:start + batch_size])
+            update(min(len(texts), start + batch_size))
     sums = np.zeros((len(rows), encoder.dim), dtype=np.float32)
-    with progress_task(show_progress, f"captions ({encoder.name})", len(flat)) as update:
-        for start in range(0, len(flat), batch_size):
-            emb = np.asarray(encoder.encode_text(flat[start:start + batch_size]), dtype=np.float32)
-            np.add.at(sums, np.asarray(owner[start:start + batch_size]), emb)
-            update(min(len(flat), start + batch_size))
+    np.add.at(sums, np.asarray(owner, dtype=np.int64), emb[np.asarray(text_of, dtype=np.int64)])
     vec, mask = _unit_rows(sums, "caption embeddings")
     return vec, mask, {"text_source": "captions", "text_dim": int(encoder.dim),
-                       "text_encoder": encoder.name, "captions_encoded": len(flat)}
+                       "text_encoder": encoder.name, "captions": len(owner),
+                       "captions_encoded": len(texts)}
 
 
 def _unit_rows(vec: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
