@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-fit-items", type=positive_int, default=None,
                    help="fit on a seeded subsample of at most this many items")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads for the build (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -72,7 +74,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.overwrite:  # fail before the (long) fit
         raise ArtifactError(f"{args.out} already exists (use --overwrite to replace it)")
     corpus = load_corpus(args.corpus, load_captions=False)
-    index = build_index(corpus, config, show_progress=not (args.quiet or args.json))
+    index = build_index(corpus, config, show_progress=not (args.quiet or args.json),
+                        threads=args.threads or 0)
     index.save(args.out, overwrite=args.overwrite)
     if args.json:
         print_json({"index": str(args.out), "scheme": index.config.scheme,
@@ -101,9 +104,9 @@ def print_summary(index: Any, out: Path) -> None:
         ("max group size", stats["max_group_size"]),
         ("unique identifiers", f"{stats['unique_ids_pct']:.2f}%"),
         ("vocabulary (level-tagged tokens)", f"{index.vocab_size:,}"),
-        ("time: fit / encode / trie+stats / total",
+        ("time: fit / encode / trie+stats / total (cpu)",
          f"{t['fit_s']:.1f}s / {t['encode_s']:.1f}s / {t['trie_and_stats_s']:.1f}s / "
-         f"{t['total_s']:.1f}s"),
+         f"{t['total_s']:.1f}s ({t['cpu_s']:.1f}s cpu, {t['threads']} threads)"),
     ]
     rq = stats.get("fit", {}).get("rqvae")
     if rq:

@@ -30,7 +30,7 @@ class IndexConfig(JsonConfig):
     # --- RQ-VAE training (eq. 1: reconstruction + alpha * (codebook + beta * commitment))
     epochs: int = 20  # passes over the fit rows, capped by max_steps
     max_steps: int = 400  # optimizer step cap (0 = no cap); bounds time on large corpora
-    batch_size: int = 1024
+    batch_size: int = 512
     lr: float = 1e-3  # peak Adam learning rate
     warmup_steps: int = 50  # linear warm-up, then inverse-square-root decay
     alpha: float = 1.0  # weight of the quantization loss against reconstruction

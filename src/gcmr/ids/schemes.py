@@ -258,6 +258,8 @@ class CartScheme(IdScheme):
         with progress_task(show_progress, "K-Means", steps) as update:
             centroids, km_info = minibatch_kmeans(view, k, epochs=cfg.kmeans_epochs,
                                                   batch_size=cfg.kmeans_batch_size, seed=cfg.seed,
+                                                  init_rows=cfg.init_kmeans_rows,
+                                                  init_iters=cfg.kmeans_iters,
                                                   on_step=lambda d, t: update(d))
         self.centroids_ = torch.from_numpy(centroids)
         labels = assign(view, self.centroids_)
@@ -424,7 +426,8 @@ class HKMeansScheme(IdScheme):
         if len(m) > cfg.init_kmeans_rows * 4:  # large node (the root): mini-batch K-Means
             sub = RowView(view.array, view.rows[m])
             c, _ = minibatch_kmeans(sub, b, epochs=cfg.kmeans_epochs,
-                                    batch_size=cfg.kmeans_batch_size, seed=seed)
+                                    batch_size=cfg.kmeans_batch_size, seed=seed,
+                                    init_rows=cfg.init_kmeans_rows, init_iters=cfg.kmeans_iters)
             c = torch.from_numpy(c)
             return c, assign(sub, c).numpy()
         c, labels = kmeans(torch.from_numpy(view[m]), b, iters=cfg.kmeans_iters, seed=seed)
