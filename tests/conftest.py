@@ -49,3 +49,29 @@ def corpus_factory(tmp_path: Path):
         return make_corpus(tmp_path / name, **kwargs)
 
     return factory
+
+
+T5_WORDS = ["<pad>", "</s>", "<unk>", "a", "the", "dog", "cat", "red", "car", "runs", "on",
+            "beach", "city", "blue", "green", "gold", "item", "one", "photo", "of", "thing"]
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight T5 (d_model 32, one layer each, vocab 100) saved with
+    ``save_pretrained`` beside a word-level ``tokenizer.json``: what a user's local T5
+    checkpoint directory looks like, without any download."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    path = tmp_path_factory.mktemp("t5") / "tiny-t5"
+    config = transformers.T5Config(vocab_size=100, d_model=32, d_ff=64, d_kv=16, num_layers=1,
+                                   num_decoder_layers=1, num_heads=2, pad_token_id=0,
+                                   eos_token_id=1, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    transformers.T5ForConditionalGeneration(config).save_pretrained(path)
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
+        {w: i for i, w in enumerate(T5_WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.save(str(path / "tokenizer.json"))
+    return path

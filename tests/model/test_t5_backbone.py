@@ -23,26 +23,11 @@ tokenizers = pytest.importorskip("tokenizers")
 from gcmr.model.t5_backbone import T5Backbone, T5BackboneConfig, T5QueryTokenizer
 
 SIZES = [4, 3, 5]
-WORDS = ["<pad>", "</s>", "<unk>", "a", "the", "dog", "cat", "red", "car", "runs", "on", "beach",
-         "city"]
 
 
 @pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory) -> Path:
-    """A tiny T5 (d_model 32, one layer each, vocab 100) and a word-level tokenizer.json."""
-    path = tmp_path_factory.mktemp("t5") / "tiny-t5"
-    config = transformers.T5Config(vocab_size=100, d_model=32, d_ff=64, d_kv=16, num_layers=1,
-                                   num_decoder_layers=1, num_heads=2, pad_token_id=0,
-                                   eos_token_id=1, decoder_start_token_id=0)
-    torch.manual_seed(0)
-    transformers.T5ForConditionalGeneration(config).save_pretrained(path)
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
-        {w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    tok.post_processor = tokenizers.processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)])
-    tok.save(str(path / "tokenizer.json"))
-    return path
+def t5_dir(tiny_t5_dir) -> Path:
+    return tiny_t5_dir
 
 
 @pytest.fixture(scope="module")

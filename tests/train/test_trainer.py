@@ -57,7 +57,7 @@ def test_train_writes_model_and_is_deterministic(tiny_index: Path, tmp_path: Pat
                  "checkpoint/model.safetensors", "checkpoint/optimizer.safetensors"):
         assert (tmp_path / "m1" / name).is_file(), name
     manifest = json.loads((tmp_path / "m1" / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["train_config"]["omega"] == 0.15
+    assert manifest["status"] == "complete" and manifest["loss"]["omega"] == 0.15
     log = [json.loads(line) for line in (tmp_path / "m1" / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and "R@1" in log[0]["val"]
     assert _same(_weights(tmp_path / "m1" / "checkpoint" / "model.safetensors"),
@@ -161,3 +161,21 @@ def test_cli_train_search_eval(tiny_index: Path, tmp_path: Path, capsys) -> None
     assert main(["eval", str(out), "--split", "nope"]) == 2
     assert "no query split 'nope'" in capsys.readouterr().err
     assert main(["search", str(tmp_path / "missing"), "x"]) == 2
+
+
+def test_t5_backbone_through_trainer_and_retriever(tiny_index: Path, tiny_t5_dir: Path,
+                                                   tmp_path: Path) -> None:
+    config = tiny_train_config(epochs=1, method="avg", backbone=f"t5:{tiny_t5_dir}", dis_beam=3)
+    result = train(tiny_index, tmp_path / "t5m", config=config, show_progress=False)
+    manifest = json.loads((tmp_path / "t5m" / "manifest.json").read_text())
+    assert manifest["backbone"] == "t5" and manifest["loss"]["omega"] == 0.0
+    assert result.epochs_run == 1
+    retriever = Retriever.load(tmp_path / "t5m")
+    assert type(retriever.model).__name__ == "T5Backbone"
+    _, ids = retriever.search(["the red dog"], k=4)
+    assert len(set(ids[0])) == 4
+    with pytest.raises(ConfigError, match="do not apply to a pretrained T5"):
+        train(tiny_index, tmp_path / "bad", config=config, model_options=TINY_MODEL,
+              show_progress=False)
+    with pytest.raises(ConfigError, match="backbone must be"):
+        tiny_train_config(backbone="bert:x")

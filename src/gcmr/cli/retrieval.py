@@ -41,7 +41,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=nonneg_float)
     g.add_argument("--restart-epochs", type=nonneg_float,
                    help="cosine restart period in epochs (0 = a single cosine cycle)")
-    g.add_argument("--omega", type=nonneg_float, help="R-Drop weight (default 0.15; 0 = off)")
+    g.add_argument("--omega", type=nonneg_float,
+                   help="R-Drop weight (default 0.15 for cart, 0 for avg; 0 = off)")
     g.add_argument("--val-split", help="query split for model selection (default val)")
     g.add_argument("--no-val", action="store_true", help="no validation; keep the last epoch")
     g.add_argument("--select-metric", choices=("R@1", "R@5", "R@10", "MRR@10"))
@@ -54,6 +55,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vocab-size", type=positive_int, help="query tokenizer vocabulary")
     g.add_argument("--max-query-length", type=positive_int)
     g.add_argument("--dis-beam", type=positive_int, help="AVG: beam of the discriminative loss")
+    g.add_argument("--dis-weight", type=nonneg_float,
+                   help="AVG: weight of the discriminative loss (0 = the 'w/o L_dis' ablation)")
+    g.add_argument("--backbone", help="'t5:PATH_OR_NAME' = a pretrained T5 "
+                   "(transformers) with the identifier tokens added (AVG table 6); default: "
+                   "the from-scratch CART encoder-decoder")
     g.add_argument("--no-voken-embedding", action="store_true",
                    help="AVG: random voken embeddings (ablation 'w/o voken embedding')")
     g.add_argument("--seed", type=int)
@@ -71,7 +77,8 @@ def train_config(args: argparse.Namespace):
              "omega": "omega", "val_split": "val_split", "select_metric": "select_metric",
              "patience": "patience", "max_val_queries": "max_val_queries",
              "vocab_size": "vocab_size", "max_query_length": "max_query_length",
-             "dis_beam": "dis_beam", "seed": "seed", "device": "device",
+             "dis_beam": "dis_beam", "dis_weight": "dis_weight", "backbone": "backbone",
+             "seed": "seed", "device": "device",
              "threads": "num_threads", "max_steps": "max_steps"}
     changes = {key: getattr(args, arg) for arg, key in flags.items()
                if getattr(args, arg, None) is not None}

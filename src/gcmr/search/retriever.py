@@ -96,7 +96,7 @@ class Retriever:
              device: str = "auto") -> Retriever:
         """Load a model directory and the index it was trained on (path from the manifest)."""
         from gcmr.ids import load_index
-        from gcmr.model import GenerativeRetrievalModel, ModelConfig, QueryTokenizer
+        from gcmr.model.factory import empty_model, load_tokenizer
         from gcmr.train.trainer import MODEL_FORMAT, MODEL_VERSION, _index_fingerprint, resolve_device
 
         model_dir = Path(model_dir)
@@ -110,9 +110,8 @@ class Retriever:
         if _index_fingerprint(index) != manifest["index"]["fingerprint"]:
             raise ArtifactError(f"{model_dir} was trained on a different index than {index_path} "
                                 f"(identifiers differ); pass the right --index")
-        tokenizer = QueryTokenizer.load(model_dir / manifest.get("tokenizer", "tokenizer.json"))
-        model_config = ModelConfig.from_dict(manifest["model_config"])
-        model = GenerativeRetrievalModel(model_config)
+        tokenizer = load_tokenizer(model_dir, manifest)
+        model = empty_model(manifest)
         state = load_tensors(weights)
         try:
             model.load_state_dict(state)

@@ -22,7 +22,9 @@ class TrainConfig(JsonConfig):
     restart_mult: float = 2.0  # each restart period is this many times longer (SGDR T_mult)
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    omega: float = 0.15  # weight of the R-Drop consistency loss (CART eq. 8)
+    # weight of the R-Drop consistency loss (CART eq. 8); None = the method's default:
+    # 0.15 for CART (paper appendix C), 0 for AVG (the AVG paper has no consistency loss)
+    omega: float | None = None
     use_captions: bool = True  # train on item captions (pseudo-queries, caption enhancement)
     use_train_queries: bool = True  # train on queries/train.jsonl
     train_split: str = "train"
@@ -46,6 +48,9 @@ class TrainConfig(JsonConfig):
     dis_beam: int = 10
     dis_weight: float = 1.0
     voken_embedding_init: bool = True
+    # "" = the from-scratch CART encoder-decoder; "t5:PATH_OR_NAME" = a pretrained T5
+    # (transformers) with the identifier tokens added to its vocabulary (AVG table 6)
+    backbone: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in ("cart", "avg"):
@@ -56,8 +61,15 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.omega < 0:
+        if self.omega is not None and self.omega < 0:
             raise ConfigError(f"omega must be >= 0, got {self.omega}")
+        if self.dis_beam < 1:
+            raise ConfigError(f"dis_beam must be >= 1, got {self.dis_beam}")
+        if self.dis_weight < 0:
+            raise ConfigError(f"dis_weight must be >= 0, got {self.dis_weight}")
+        from gcmr.model.factory import parse_backbone
+
+        parse_backbone(self.backbone)
         if self.select_metric not in ("R@1", "R@5", "R@10", "MRR@10"):
             raise ConfigError(f"select_metric must be R@1, R@5, R@10 or MRR@10, "
                               f"got {self.select_metric!r}")
@@ -67,3 +79,10 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"tokenizer must be 'bpe' or 'wordpiece', got {self.tokenizer!r}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")
+
+    @property
+    def resolved_omega(self) -> float:
+        """omega, or the method's default when it is None (CART 0.15, AVG 0)."""
+        if self.omega is not None:
+            return self.omega
+        return 0.15 if self.method == "cart" else 0.0

@@ -110,7 +110,7 @@ def train(
     show_progress: bool = True,
 ) -> TrainResult:
     """Train a retriever on the index at ``index_path``, writing the model directory ``out``."""
-    from gcmr.model import GenerativeRetrievalModel, ModelConfig, QueryTokenizer
+    from gcmr.model.factory import empty_model, load_tokenizer
 
     out = Path(out)
     config = config or TrainConfig()
@@ -122,26 +122,19 @@ def train(
     texts, rows, n_captions = training_texts(
         corpus, use_captions=config.use_captions, use_train_queries=config.use_train_queries,
         split=config.train_split)
+    _seed_everything(config.seed)
     if resume:
         manifest = _check_resume(out, config, index)
-        tokenizer = QueryTokenizer.load(out / "tokenizer.json")
-        model_config = ModelConfig.from_dict(manifest["model_config"])
+        tokenizer = load_tokenizer(out, manifest)
+        model = empty_model(manifest)
     else:
         _prepare_out(out, overwrite=overwrite)
-        tokenizer = QueryTokenizer.train(texts, vocab_size=config.vocab_size,
-                                         lowercase=config.lowercase,
-                                         max_length=config.max_query_length,
-                                         kind=config.tokenizer)
+        tokenizer, model = _new_model(config, index, texts, model_options or {})
         tokenizer.save(out / "tokenizer.json")
-        options = dict(model_options or {})
-        options.setdefault("max_query_length", config.max_query_length)
-        options.setdefault("seed", config.seed)
-        model_config = ModelConfig(vocab_size=tokenizer.vocab_size,
-                                   level_sizes=list(index.level_sizes), **options)
+    model = model.to(device)
+    backbone = "t5" if config.backbone else "scratch"
     pairs = tokenize_pairs(tokenizer, texts, rows, n_captions)
     del texts
-    _seed_everything(config.seed)
-    model = GenerativeRetrievalModel(model_config).to(device)
     if config.method == "avg" and not resume:
         from gcmr.train.avg import init_voken_embeddings
 
@@ -169,7 +162,7 @@ def train(
         if state["epoch"] >= config.epochs:
             note(f"{out} already finished {state['epoch']} epochs (epochs = {config.epochs}); "
                  f"raise --epochs to train further")
-    _write_model_manifest(out, status="training", config=config, model_config=model_config,
+    _write_model_manifest(out, status="training", config=config, model=model, backbone=backbone,
                           index=index, index_path=index_path, corpus=corpus, pairs=pairs, state=state)
 
     val_texts, val_relevant = _validation_set(corpus, config)
@@ -212,11 +205,40 @@ def train(
             fh.write(json.dumps(record) + "\n")
         save_checkpoint(out, model=model, optimizer=optimizer, state=state)
         _print_epoch(record, config)
-    _write_model_manifest(out, status="complete", config=config, model_config=model_config,
+    _write_model_manifest(out, status="complete", config=config, model=model, backbone=backbone,
                           index=index, index_path=index_path, corpus=corpus, pairs=pairs, state=state)
     return TrainResult(out=out, epochs_run=state["epoch"], best_epoch=state["best_epoch"],
                        best_metrics=state["best_metrics"], history=state["history"],
                        seconds=time.perf_counter() - started, num_pairs=len(pairs))
+
+
+def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict[str, Any]):
+    """A fresh (tokenizer, model): our tokenizer + from-scratch model, or a pretrained T5."""
+    from gcmr.model.factory import parse_backbone
+
+    kind, source = parse_backbone(config.backbone)
+    if kind == "t5":
+        from gcmr.model.t5_backbone import T5Backbone, T5QueryTokenizer
+
+        if model_options:
+            raise ConfigError(f"model options {sorted(model_options)} do not apply to a "
+                              f"pretrained T5 backbone")
+        tokenizer = T5QueryTokenizer.from_source(source, max_length=config.max_query_length)
+        model = T5Backbone.from_pretrained(source, list(index.level_sizes),
+                                           max_query_length=config.max_query_length,
+                                           seed=config.seed)
+        return tokenizer, model
+    from gcmr.model import GenerativeRetrievalModel, ModelConfig, QueryTokenizer
+
+    tokenizer = QueryTokenizer.train(texts, vocab_size=config.vocab_size,
+                                     lowercase=config.lowercase,
+                                     max_length=config.max_query_length, kind=config.tokenizer)
+    options = dict(model_options)
+    options.setdefault("max_query_length", config.max_query_length)
+    options.setdefault("seed", config.seed)
+    model_config = ModelConfig(vocab_size=tokenizer.vocab_size,
+                               level_sizes=list(index.level_sizes), **options)
+    return tokenizer, GenerativeRetrievalModel(model_config)
 
 
 def _run_epoch(model, optimizer, pairs: Pairs, index, tokenizer, config: TrainConfig,
@@ -249,10 +271,10 @@ def _run_epoch(model, optimizer, pairs: Pairs, index, tokenizer, config: TrainCo
                     from gcmr.train.avg import avg_loss
 
                     loss, parts = avg_loss(model, ids, mask, codes, trie=index.trie,
-                                           omega=config.omega, beam=config.dis_beam,
+                                           omega=config.resolved_omega, beam=config.dis_beam,
                                            dis_weight=config.dis_weight)
                 else:
-                    loss, parts = cart_loss(model, ids, mask, codes, omega=config.omega)
+                    loss, parts = cart_loss(model, ids, mask, codes, omega=config.resolved_omega)
             if not torch.isfinite(loss):
                 raise ConfigError(f"training diverged at epoch {epoch}, step "
                                   f"{state['global_step']} (loss {loss.item()}); lower --lr")
@@ -341,14 +363,17 @@ def _index_fingerprint(index) -> str:
     return h.hexdigest()[:32]
 
 
-def _write_model_manifest(out: Path, *, status: str, config: TrainConfig, model_config,
+def _write_model_manifest(out: Path, *, status: str, config: TrainConfig, model, backbone: str,
                           index, index_path, corpus: Corpus, pairs: Pairs, state: dict) -> None:
     write_manifest(
         out, fmt=MODEL_FORMAT, version=MODEL_VERSION,
         status=status,
         method=config.method,
         train_config=config.to_dict(),
-        model_config=model_config.to_dict(),
+        loss={"omega": config.resolved_omega,
+              "dis_weight": config.dis_weight if config.method == "avg" else 0.0},
+        backbone=backbone,
+        model_config=model.config.to_dict(),
         tokenizer="tokenizer.json",
         weights="model.safetensors",
         index={"path": str(Path(index_path).resolve()), "scheme": index.config.scheme,
@@ -361,7 +386,7 @@ def _write_model_manifest(out: Path, *, status: str, config: TrainConfig, model_
         epochs_done=state["epoch"],
         best_epoch=state["best_epoch"],
         best_metrics=state["best_metrics"],
-        parameters=None,
+        parameters=sum(p.numel() for p in model.parameters()),
     )
 
 
