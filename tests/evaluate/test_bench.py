@@ -64,9 +64,13 @@ def test_bench_accuracy_tiny_world(tiny_world: Path, tmp_path: Path) -> None:
         json.loads((tiny_world / "oracle.json").read_text())["test"]["R@1"])
     assert any("dense dual tower" in n or "Full CART" in n for n in doc["notes"])
     assert doc["settings"]["resolved_train_config"]["epochs"] == 1
-    # a re-run reuses every index and model (same settings) and gives the same numbers
+    # a re-run reuses every index and model (same budget; the thread count does not count)
+    # and gives the same numbers
+    models = sorted(p.name for p in (tmp_path / "work").iterdir())
+    config.train["num_threads"] = 1
     again = bench_accuracy(tiny_world, tmp_path / "out2", config, work=tmp_path / "work",
                            command="x", show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == models
     assert [r["R@1"] for r in again["rows"]] == [r["R@1"] for r in doc["rows"]]
 
 

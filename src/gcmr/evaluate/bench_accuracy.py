@@ -37,6 +37,9 @@ from gcmr.errors import ArtifactError, ConfigError, GcmrError
 from gcmr.progress import err_console
 
 METRICS = ("R@1", "R@5", "R@10", "MRR@10")
+# TrainConfig fields that change how fast a run goes, not what it computes: a model trained
+# with other values is reused
+RUNTIME_FIELDS = ("num_threads", "device")
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,13 @@ def _index_for(corpus, changes: dict[str, Any], work: Path, show: bool):
     return path, index, float(index.timing["total_s"]), False
 
 
-def _complete(model_dir: Path, fields: dict[str, Any]) -> bool:
+def _budget(train_config: Any) -> dict[str, Any]:
+    """The TrainConfig without the runtime-only fields (what decides the trained weights)."""
+    return {k: v for k, v in train_config.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+def _complete(model_dir: Path, budget: dict[str, Any]) -> bool:
+    """``model_dir`` holds a finished model trained with ``budget``."""
     path = model_dir / "manifest.json"
     if not path.is_file():
         return False
@@ -148,8 +157,9 @@ def _complete(model_dir: Path, fields: dict[str, Any]) -> bool:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return manifest.get("status") == "complete" and all(
-        manifest.get(k) == v for k, v in fields.items())
+    saved = {k: v for k, v in (manifest.get("train_config") or {}).items()
+             if k not in RUNTIME_FIELDS}
+    return manifest.get("status") == "complete" and saved == budget
 
 
 def bench_accuracy(corpus_path: str | Path, out: str | Path,
@@ -203,8 +213,8 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
             tc = TrainConfig.from_dict({**train_config.to_dict(), **dict(spec.train)},
                                        where=f"train options of row {spec.name}")
             options = {**config.model, **dict(spec.model)}
-            model_dir = work / f"model-{spec.name}-{_key(tc.to_dict(), options, index_path.name)}"
-            if _complete(model_dir, {"train_config": tc.to_dict()}):
+            model_dir = work / f"model-{spec.name}-{_key(_budget(tc), options, index_path.name)}"
+            if _complete(model_dir, _budget(tc)):
                 _log(f"reusing {model_dir.name}", show_progress)
             else:
                 _log(f"training {spec.name} on {index_path.name}", show_progress)
@@ -219,8 +229,8 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
                                                         "encoder_layers", "dropout")
                      if key in config.model}
             tower.update(config.tower)
-            dense_dir = work / f"dense-{_key(train_config.to_dict(), tower, corpus.fingerprint)}"
-            if _complete(dense_dir, {"train_config": train_config.to_dict()}):
+            dense_dir = work / f"dense-{_key(_budget(train_config), tower, corpus.fingerprint)}"
+            if _complete(dense_dir, _budget(train_config)):
                 _log(f"reusing {dense_dir.name}", show_progress)
             else:
                 _log("training the dense dual tower", show_progress)
