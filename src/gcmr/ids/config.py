@@ -31,11 +31,11 @@ class IndexConfig(JsonConfig):
     epochs: int = 20  # passes over the fit rows, capped by max_steps
     max_steps: int = 400  # optimizer step cap (0 = no cap); bounds time on large corpora
     batch_size: int = 512
-    lr: float = 1e-3  # peak Adam learning rate
+    lr: float = 3e-3  # peak Adam learning rate (1e-2 collapsed the latent on the synthetic world)
     warmup_steps: int = 50  # linear warm-up, then inverse-square-root decay
     alpha: float = 1.0  # weight of the quantization loss against reconstruction
     beta: float = 0.25  # commitment weight inside the quantization loss
-    restart_interval: int = 20  # steps between dead-code restarts (0 = never)
+    restart_interval: int = 10  # steps between dead-code restarts (0 = never)
     restart_threshold: int = 1  # a code used fewer times than this in the window is dead
     init_kmeans_rows: int = 8192  # rows used for the k-means init of each codebook
     kmeans_iters: int = 20  # Lloyd iterations of the pure k-means (codebook init, hkmeans)
