@@ -59,3 +59,13 @@ def test_index_stats_collisions():
     assert stats["max_group_size"] == 3
     assert stats["unique_ids_pct"] == 100.0
     assert [lvl["used"] for lvl in stats["levels"]] == [2, 2, 3]
+
+
+def test_index_stats_counts_duplicate_identifiers_and_atomic():
+    codes = np.array([[0, 0], [0, 0], [1, 0]])  # rows 0 and 1 are the same identifier
+    stats = index_stats(codes, [2, 1], ["a", "unique"])
+    assert stats["unique_ids_pct"] == pytest.approx(100 * 2 / 3)
+    atomic = index_stats(np.arange(4)[:, None], [4], ["unique"])
+    assert atomic["unique_ids_pct"] == 100.0
+    assert atomic["semantic_ids"] == 1 and atomic["colliding_items"] == 1.0
+    assert atomic["collision_rate"] == pytest.approx(3 / 4)

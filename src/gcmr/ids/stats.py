@@ -69,18 +69,21 @@ def index_stats(codes: np.ndarray, level_sizes: list[int], level_names: list[str
     counter = codes[:, -1]
     num_groups = int((counter == 0).sum())
     max_group = int(counter.max()) + 1 if n else 0
-    # group sizes: each group's size is its largest counter + 1; count items in groups >= 2
-    sem = codes[:, :-1]
-    if n and sem.shape[1]:
-        order = np.lexsort(sem.T[::-1])
-        srt = sem[order]
-        starts = np.ones(n, dtype=bool)
-        starts[1:] = (srt[1:] != srt[:-1]).any(axis=1)
-        sizes = np.diff(np.append(np.flatnonzero(starts), n))
+    # one lexicographic sort of the full identifiers also sorts their semantic prefixes, so
+    # both the distinct identifiers and the semantic groups come from the same pass (no pairs)
+    if n:
+        order = np.lexsort(codes.T[::-1])
+        srt = codes[order]
+        differs = srt[1:] != srt[:-1]
+        sem_starts = np.ones(n, dtype=bool)
+        sem_starts[1:] = differs[:, :-1].any(axis=1) if length > 1 else False
+        full_starts = np.ones(n, dtype=bool)
+        full_starts[1:] = differs.any(axis=1)
+        sizes = np.diff(np.append(np.flatnonzero(sem_starts), n))
         colliding = int(sizes[sizes > 1].sum())
+        distinct = int(full_starts.sum())
     else:
-        colliding = n if n > 1 else 0
-    distinct = len(np.unique(codes, axis=0)) if n else 0
+        colliding = distinct = 0
     return {
         "num_items": int(n),
         "length": int(length),
