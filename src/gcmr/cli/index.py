@@ -109,10 +109,12 @@ def print_summary(index: Any, out: Path) -> None:
          f"{t['fit_s']:.1f}s / {t['encode_s']:.1f}s / {t['trie_and_stats_s']:.1f}s / "
          f"{t['total_s']:.1f}s ({t['cpu_s']:.1f}s cpu, {t['threads']} threads)"),
     ]
-    rq = stats.get("fit", {}).get("rqvae")
-    if rq:
+    rq = stats.get("fit", {}).get("rqvae") or {}
+    if isinstance(rq.get("final_loss"), float):
         summary.append(("RQ-VAE steps / final loss (recon, quant)",
-                        f"{rq['steps']} / {rq['final_loss']:.4f} "
-                        f"({rq['final_recon']:.4f}, {rq['final_quant']:.4f})"))
+                        f"{rq.get('steps')} / {rq['final_loss']:.4f} "
+                        f"({rq.get('final_recon', float('nan')):.4f}, "
+                        f"{rq.get('final_quant', float('nan')):.4f})"))
+    if "restarted_codes" in rq:
         summary.append(("RQ-VAE dead codes restarted per level", str(rq["restarted_codes"])))
     print_table("identifiers", ("field", "value"), summary)
