@@ -34,10 +34,10 @@ def _write(path: Path, emb: np.ndarray, *, dtype: str = "float32") -> Corpus:
 
 
 def _fast_config(**changes) -> IndexConfig:
-    base = dict(num_clusters=8, codebook_size=16, num_fine_levels=2, latent_dim=8,
-                hidden_dims=[32, 16], epochs=3, batch_size=128, warmup_steps=2,
-                restart_interval=2, kmeans_epochs=2, kmeans_batch_size=256,
-                init_kmeans_rows=512, kmeans_iters=10)
+    base = {"num_clusters": 8, "codebook_size": 16, "num_fine_levels": 2, "latent_dim": 8,
+                "hidden_dims": [32, 16], "epochs": 3, "batch_size": 128, "warmup_steps": 2,
+                "restart_interval": 2, "kmeans_epochs": 2, "kmeans_batch_size": 256,
+                "init_kmeans_rows": 512, "kmeans_iters": 10}
     base.update(changes)
     return IndexConfig(**base)
 

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from gcmr.ids.rqvae import (RQVAE, TrainOptions, _restart_dead_codes, init_codebooks,
-                            rqvae_loss, train_rqvae, warmup_rsqrt)
+from gcmr.ids.rqvae import (
+    RQVAE,
+    TrainOptions,
+    _restart_dead_codes,
+    init_codebooks,
+    rqvae_loss,
+    train_rqvae,
+    warmup_rsqrt,
+)
 
 
 def tiny_model(levels: int = 2, size: int = 8) -> RQVAE:

@@ -53,9 +53,8 @@ OPTION_FIELDS = {
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from gcmr.ids import IndexConfig
-
     from gcmr.errors import ConfigError
+    from gcmr.ids import IndexConfig
 
     if args.config is not None and not args.config.is_file():
         raise ConfigError(f"{args.config}: no such config file")
@@ -106,15 +105,15 @@ def print_summary(index: Any, out: Path) -> None:
         ("unique identifiers", f"{stats['unique_ids_pct']:.2f}%"),
         ("vocabulary (level-tagged tokens)", f"{index.vocab_size:,}"),
         ("time: fit / encode / trie+stats / total (cpu)",
-         f"{t['fit_s']:.1f}s / {t['encode_s']:.1f}s / {t['trie_and_stats_s']:.1f}s / "
-         f"{t['total_s']:.1f}s ({t['cpu_s']:.1f}s cpu, {t['threads']} threads)"),
+         (f"{t['fit_s']:.1f}s / {t['encode_s']:.1f}s / {t['trie_and_stats_s']:.1f}s / "
+         f"{t['total_s']:.1f}s ({t['cpu_s']:.1f}s cpu, {t['threads']} threads)")),
     ]
     rq = stats.get("fit", {}).get("rqvae") or {}
     if isinstance(rq.get("final_loss"), float):
         summary.append(("RQ-VAE steps / final loss (recon, quant)",
-                        f"{rq.get('steps')} / {rq['final_loss']:.4f} "
+                        (f"{rq.get('steps')} / {rq['final_loss']:.4f} "
                         f"({rq.get('final_recon', float('nan')):.4f}, "
-                        f"{rq.get('final_quant', float('nan')):.4f})"))
+                        f"{rq.get('final_quant', float('nan')):.4f})")))
     if "restarted_codes" in rq:
         summary.append(("RQ-VAE dead codes restarted per level", str(rq["restarted_codes"])))
     print_table("identifiers", ("field", "value"), summary)

@@ -26,8 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcmr.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_json, \
-    write_manifest
+from gcmr.artifacts import (
+    atomic_dir,
+    load_tensors,
+    read_manifest,
+    save_tensors,
+    write_json,
+    write_manifest,
+)
 from gcmr.errors import ArtifactError, ConfigError
 from gcmr.ids.config import IndexConfig
 from gcmr.ids.schemes import IdScheme, get_scheme
