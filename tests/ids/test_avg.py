@@ -206,3 +206,27 @@ def test_captions_encoded_by_offline_minilm(tmp_path):
     cfg = _config(voken_codebook_size=2, voken_length=2, init_kmeans_rows=12, epochs=2)
     index = build_index(corpus, cfg, show_progress=False)
     assert index.stats["fit"]["text_source"] == "captions" and index.codes.shape == (12, 3)
+
+
+def test_avg_end_to_end_through_the_cli(caption_corpus, tmp_path, capsys):
+    """gcmr index --scheme avg with the AVG options, gcmr train --method avg, gcmr search."""
+    import json
+
+    from gcmr.cli import main
+
+    idx, model = tmp_path / "idx", tmp_path / "model"
+    assert main(["index", str(caption_corpus.path), str(idx), "--scheme", "avg", "--vokens", "3",
+                 "--voken-codebook-size", "16", "--per-step-codebooks", "--align-weight", "0.5",
+                 "--max-steps", "5", "--quiet", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["shared_codebook"] is False and out["config"]["voken_length"] == 3
+    assert out["config"]["align_weight"] == 0.5 and len(out["level_sizes"]) == 4
+    assert main(["train", str(idx), str(model), "--method", "avg", "--epochs", "1",
+                 "--batch-size", "32", "--vocab-size", "100", "--d-model", "32", "--heads", "2",
+                 "--ffn", "64", "--encoder-layers", "1", "--decoder-layers", "1", "--dis-beam",
+                 "3", "--dis-weight", "0.5", "--val-split", "test", "--quiet"]) == 0
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["method"] == "avg" and manifest["loss"] == {"omega": 0.0, "dis_weight": 0.5}
+    capsys.readouterr()
+    assert main(["search", str(model), "caption 3", "-k", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 2

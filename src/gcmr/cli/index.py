@@ -36,6 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-fit-items", type=positive_int, default=None,
                    help="fit on a seeded subsample of at most this many items")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    g = p.add_argument_group("AVG aligned vokens (--scheme avg)")
+    g.add_argument("--vokens", type=positive_int, default=None,
+                   help="voken length M (default 4, AVG table 5)")
+    g.add_argument("--voken-codebook-size", type=positive_int, default=None,
+                   help="voken codebook entries N (default 1024, AVG table 4)")
+    g.add_argument("--per-step-codebooks", action="store_true",
+                   help="one codebook per quantization step instead of AVG's shared one")
+    g.add_argument("--align-weight", type=float, default=None,
+                   help="weight of the caption alignment loss (default 1; 0 = 'w/o alignment')")
+    g.add_argument("--text-encoder", default=None,
+                   help="caption text encoder when the corpus has no caption_embeddings.npy: "
+                   "minilm (default, offline), sentence-transformers:SRC, or a CLIP/CLAP text "
+                   "tower spec (see gcmr embed --help)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for the build; 0 = torch's choice (default 1: on a busy "
                    "2-core machine two threads made the 5k index 4x slower than one)")
@@ -48,7 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 OPTION_FIELDS = {
     "scheme": "scheme", "clusters": "num_clusters", "codebook_size": "codebook_size",
     "levels": "num_fine_levels", "epochs": "epochs", "max_steps": "max_steps",
-    "max_fit_items": "max_fit_items", "seed": "seed",
+    "max_fit_items": "max_fit_items", "seed": "seed", "vokens": "voken_length",
+    "voken_codebook_size": "voken_codebook_size", "align_weight": "align_weight",
+    "text_encoder": "text_encoder",
 }
 
 
@@ -61,6 +76,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     config = IndexConfig.from_file(args.config) if args.config else IndexConfig()
     changes = {field: getattr(args, opt) for opt, field in OPTION_FIELDS.items()
                if getattr(args, opt) is not None}
+    if args.per_step_codebooks:
+        changes["shared_codebook"] = False
     config = config.replace(**changes)  # __post_init__ validates the result
     return config
 
@@ -116,4 +133,10 @@ def print_summary(index: Any, out: Path) -> None:
                         f"{rq.get('final_quant', float('nan')):.4f})")))
     if "restarted_codes" in rq:
         summary.append(("RQ-VAE dead codes restarted per level", str(rq["restarted_codes"])))
+    if "codebook_used" in rq:  # AVG: one shared codebook (or one per step)
+        summary.append(("voken codebook entries used (per step)",
+                        f"{rq['codebook_used']} ({rq.get('used_per_step')})"))
+    if isinstance(rq.get("final_align"), float):
+        summary.append(("alignment loss / cosine to caption text",
+                        f"{rq['final_align']:.4f} / {rq.get('align_cos', float('nan')):.3f}"))
     print_table("identifiers", ("field", "value"), summary)
