@@ -17,12 +17,15 @@ p50 <= 20 ms; < 15 % throughput change from 10k to 1M items; < 20 % outside matm
     python benchmarks/decode_speed.py                 # full run, ~2-4 minutes on 2 cores
     python benchmarks/decode_speed.py --quick         # smaller smoke run
 
-Writes ``benchmarks/results/decode_speed.json`` and ``.md`` (machine, load, settings, numbers).
+Writes ``benchmarks/results/decode_speed_<n>thread(s).json`` and ``.md`` (machine, load average
+before and after, settings, numbers). Wall-clock numbers are only meaningful on idle cores; the
+CPU seconds beside them (with ``--threads 1``) show the work itself when the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,10 +40,10 @@ from gcmr.ids.trie import Trie
 from gcmr.model import GenerativeRetrievalModel, ModelConfig
 from gcmr.search.beam import constrained_beam_search
 
-SIZES = {  # name: (d_model, n_heads, d_ff)
-    "small": (128, 4, 512),
-    "medium": (192, 4, 768),
-    "default": (256, 4, 1024),
+SIZES = {  # name: (d_model, n_heads, d_ff); ModelConfig's default is d192
+    "d128": (128, 4, 512),
+    "d192": (192, 4, 768),
+    "d256": (256, 4, 1024),
 }
 MATMUL_OPS = ("addmm", "mm", "bmm", "baddbmm", "matmul", "linear", "addmv", "mv", "dot")
 ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "_efficient_attention")
@@ -82,6 +85,11 @@ def random_queries(b: int, *, vocab: int, seed: int, length: int = 10):
     mask = torch.arange(t) < lengths.unsqueeze(1)
     ids = torch.randint(2, vocab, (b, t), generator=g).masked_fill(~mask, 0)
     return ids, mask
+
+
+def _config_default() -> tuple[int, int, int]:
+    fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    return fields["d_model"], fields["n_heads"], fields["d_ff"]
 
 
 def make_model(size: str, level_sizes: list[int], vocab: int) -> GenerativeRetrievalModel:
@@ -219,7 +227,7 @@ def load_average() -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--sizes", default="small,medium,default", help="model sizes to time")
+    p.add_argument("--sizes", default="d128,d192,d256", help="model sizes to time")
     p.add_argument("--items", default="10000,100000,1000000", help="index sizes")
     p.add_argument("--beams", default="10,20")
     p.add_argument("--batch", type=int, default=100)
@@ -281,20 +289,23 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         model = make_model(size, info["level_sizes"], args.vocab)
         q_ids, q_mask = single
-        ms = []
+        ms, cpu_ms = [], []
         with torch.no_grad():
             constrained_beam_search(model, q_ids[:1], q_mask[:1], trie, beam=10)
             for i in range(q_ids.shape[0]):
                 length = int(q_mask[i].sum())
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 constrained_beam_search(model, q_ids[i:i + 1, :length], q_mask[i:i + 1, :length],
                                         trie, beam=10)
                 ms.append(1000 * (time.perf_counter() - t0))
+                cpu_ms.append(1000 * (time.process_time() - c0))
         latency.append({"size": size, "items": info["items"], "beam": 10,
                         "p50_ms": round(float(np.percentile(ms, 50)), 2),
-                        "p99_ms": round(float(np.percentile(ms, 99)), 2)})
+                        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+                        "cpu_p50_ms": round(float(np.percentile(cpu_ms, 50)), 2)})
         print(f"{size:>8} single query: p50 {latency[-1]['p50_ms']} ms, "
-              f"p99 {latency[-1]['p99_ms']} ms", flush=True)
+              f"p99 {latency[-1]['p99_ms']} ms (cpu p50 {latency[-1]['cpu_p50_ms']} ms)",
+              flush=True)
     result["latency"] = latency
 
     g = torch.Generator().manual_seed(0)
@@ -309,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['dense']['queries_per_s']} q/s", flush=True)
     del items
 
-    default = "default" if "default" in sizes else sizes[-1]
+    default = next((s for s in sizes if SIZES[s] == _config_default()), sizes[-1])
     model = make_model(default, info["level_sizes"], args.vocab)
     result["profile"] = {"size": default, "items": info["items"], "beam": 10,
                          **profile_search(model, ids, mask, trie, beam=10)}
@@ -321,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_speed.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "decode_speed.md").write_text(markdown(result), encoding="utf-8")
-    print(f"wrote {out / 'decode_speed.json'} and {out / 'decode_speed.md'}")
+    stem = out / f"decode_speed_{args.threads}thread{'s' if args.threads > 1 else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    stem.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    print(f"wrote {stem}.json and {stem}.md")
     return 0
 
 
@@ -337,6 +349,14 @@ def markdown(r: dict) -> str:
         f"CART-shaped identifiers. Load average before / after: {r['load_before']} / "
         f"{r['load_after']} ({r['started']} - {r['finished']}).",
         "",
+    ]
+    busy = max(r["load_before"] + r["load_after"], default=0.0)
+    if busy > (m["usable_cpus"] or 1) - m["torch_threads"] + 0.5:
+        lines += [f"**The machine was shared (load average up to {busy} on {m['usable_cpus']} "
+                  f"CPUs): wall-clock numbers include waiting for other processes; with several "
+                  f"threads they also include threads spinning while a sibling is descheduled. "
+                  f"CPU seconds per batch show the work itself.**", ""]
+    lines += [
         "## Throughput (queries/s, batch of %d)" % r["settings"]["batch"],
         "",
         "| model (d/heads/ffn) | items | levels | beam | queries/s | ms per batch | CPU s per batch |",
@@ -361,9 +381,9 @@ def markdown(r: dict) -> str:
             change = (b["queries_per_s"] - a["queries_per_s"]) / a["queries_per_s"]
             lines.append(f"- {size}: {a['items']:,} -> {b['items']:,} items: {change:+.1%}")
     lines += ["", "## Single-query latency (beam 10, largest index)", "",
-              "| model | p50 ms | p99 ms |", "|---|---:|---:|"]
+              "| model | p50 ms | p99 ms | CPU ms p50 |", "|---|---:|---:|---:|"]
     for x in r["latency"]:
-        lines.append(f"| {x['size']} | {x['p50_ms']} | {x['p99_ms']} |")
+        lines.append(f"| {x['size']} | {x['p50_ms']} | {x['p99_ms']} | {x['cpu_p50_ms']} |")
     p = r["profile"]
     lines += ["", f"## Profile of one batched search ({p['size']}, {p['items']:,} items, beam "
                   f"{p['beam']})", "",
