@@ -264,6 +264,11 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
         f"{k} = {v}" for k, v in train_config.to_dict().items()
         if k in ("epochs", "batch_size", "lr", "warmup_epochs", "max_steps", "seed",
                  "val_split", "select_metric")) + ".")
+    if config.model:
+        notes.append("Model options for every row (the dense tower shares the encoder ones): "
+                     + ", ".join(f"{k} = {v}" for k, v in sorted(config.model.items())) + ".")
+    notes.append("train_s: training time recorded in each model directory (epochs x seconds); "
+                 "eval_qps: evaluation speed in this run (batches of 256 queries).")
     settings = {**config.to_dict(), "corpus": str(corpus.path), "corpus_name": corpus.meta.name,
                 "corpus_items": len(corpus), "corpus_dim": corpus.dim,
                 "corpus_fingerprint": corpus.fingerprint, "work": str(work),
