@@ -50,7 +50,8 @@ def test_bench_accuracy_tiny_world(tiny_world: Path, tmp_path: Path) -> None:
                "max_steps": 4, "val_beam": 5})
     doc = bench_accuracy(tiny_world, tmp_path / "out", config, work=tmp_path / "work",
                          command="gcmr bench accuracy WORLD", show_progress=False)
-    columns = ["method", *METRICS, "identifier", "epochs", "train_s", "eval_qps"]
+    columns = ["method", *METRICS, "identifier", "level_acc@1", "epochs", "train_s",
+               "eval_qps"]
     _check_report(tmp_path / "out", "accuracy", columns)
     names = [r["row"] for r in doc["rows"]]
     assert names == ["cart", "no-fusion", "atomic", "dense-exact", "dense-hnsw", "oracle"]
@@ -60,6 +61,9 @@ def test_bench_accuracy_tiny_world(tiny_world: Path, tmp_path: Path) -> None:
     by = {r["row"]: r for r in doc["rows"]}
     assert by["cart"]["identifier"].count("x") == 3  # coarse, 2 fine, unique
     assert by["atomic"]["identifier"] == "300"
+    accs = [float(x) for x in by["cart"]["level_acc@1"].split("/")]
+    assert len(accs) == 4 and accs == sorted(accs, reverse=True)  # prefixes only get rarer
+    assert "level_acc@1" not in by["dense-exact"]
     assert by["oracle"]["R@1"] == pytest.approx(
         json.loads((tiny_world / "oracle.json").read_text())["test"]["R@1"])
     assert any("dense dual tower" in n or "Full CART" in n for n in doc["notes"])
@@ -154,3 +158,27 @@ def test_bench_cli_parses_sizes_and_rows(tmp_path: Path) -> None:
     assert acc.model == {"d_model": 64} and acc.index == {"max_steps": 50}
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "throughput", "--sizes", "lots"])
+
+
+@pytest.mark.slow
+def test_cli_bench_memory_writes_only_the_memory_report(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("faiss")
+    pytest.importorskip("matplotlib")
+    from gcmr.cli import main
+
+    cfg = tmp_path / "scale.json"
+    cfg.write_text(json.dumps({
+        "sizes": [150], "dim": 16, "methods": ["cart", "dense-exact", "faiss-hnsw"],
+        "max_fit_items": 150, "index_max_steps": 3, "tokenizer_items": 50, "vocab_size": 200,
+        "index": {k: v for k, v in TINY_INDEX.items() if k != "max_steps"},
+        "model": TINY_MODEL}))
+    out = tmp_path / "out"
+    assert main(["bench", "memory", "--config", str(cfg), "--out", str(out), "--quiet",
+                 "--threads", "1"]) == 0
+    doc = _check_report(out, "memory", ["method", "candidates", "total", "model_bytes",
+                                        "ids_bytes", "trie_bytes", "embedding_bytes",
+                                        "index_bytes", "build_s"])
+    assert [r["method"] for r in doc["rows"]] == ["CART", "dense exact", "faiss HNSW32"]
+    assert not (out / "throughput.json").exists()
+    assert (out / "work").is_dir()  # default work directory under --out
+    capsys.readouterr()

@@ -250,6 +250,9 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
         history = manifest.get("history") or _read_log(model_dir)
         row["train_s"] = round(sum(h.get("seconds", 0.0) for h in history), 1) if history else None
         row["eval_qps"] = result["queries_per_s"]
+        if spec.kind == "generative":
+            row["level_acc@1"] = level_accuracy(searcher, corpus, index.codes, config.split,
+                                                beam=config.beam)
         row["queries"] = result["queries"]
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
@@ -268,7 +271,9 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
         notes.append("Model options for every row (the dense tower shares the encoder ones): "
                      + ", ".join(f"{k} = {v}" for k, v in sorted(config.model.items())) + ".")
     notes.append("train_s: training time recorded in each model directory (epochs x seconds); "
-                 "eval_qps: evaluation speed in this run (batches of 256 queries).")
+                 "eval_qps: evaluation speed in this run (batches of 256 queries). level_acc@1: "
+                 "fraction of (500 sampled) queries whose top-1 identifier shares its first "
+                 "1, 2, ..., L codes with a relevant item (where generation goes wrong).")
     settings = {**config.to_dict(), "corpus": str(corpus.path), "corpus_name": corpus.meta.name,
                 "corpus_items": len(corpus), "corpus_dim": corpus.dim,
                 "corpus_fingerprint": corpus.fingerprint, "work": str(work),
@@ -276,12 +281,40 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
     doc = write_report(out, "accuracy",
                        title=f"Accuracy on {corpus.meta.name} ({len(corpus):,} items, "
                              f"split {config.split})",
-                       columns=["method", *METRICS, "identifier", "epochs", "train_s",
-                                "eval_qps"],
+                       columns=["method", *METRICS, "identifier", "level_acc@1", "epochs",
+                                "train_s", "eval_qps"],
                        rows=rows, settings=settings, command=command, machine=machine,
                        notes=notes, seconds=time.perf_counter() - started)
     plot_accuracy(rows, Path(out) / "accuracy.png")
     return doc
+
+
+def level_accuracy(searcher: Any, corpus: Any, codes: Any, split: str, *, beam: int,
+                   max_queries: int = 500, seed: int = 0) -> str:
+    """How far the top-1 identifier matches the relevant item's identifier: the fraction of
+    (up to ``max_queries`` sampled) queries whose top-1 result shares the first 1, 2, ..., L
+    codes with a relevant item, as ``"a/b/c/d"``. Shows at which level generation goes wrong
+    (e.g. a right coarse cluster but a wrong fine code)."""
+    import numpy as np
+
+    queries = corpus.split(split)
+    relevant = corpus.relevant_rows(split)
+    if len(queries) > max_queries:
+        pick = np.sort(np.random.default_rng(seed).choice(len(queries), max_queries,
+                                                          replace=False))
+        queries = [queries[i] for i in pick]
+        relevant = [relevant[i] for i in pick]
+    _, rows = searcher.search_rows([q.text for q in queries], k=1, beam=beam)
+    top = np.where(rows[:, :1] >= 0, rows[:, :1], -1)[:, 0]
+    length = codes.shape[1]
+    hits = np.zeros(length)
+    for r, rel in zip(top, relevant):
+        if r < 0:
+            continue
+        same = codes[rel] == codes[r]  # [R, L]
+        prefix = np.cumprod(same, axis=1).max(axis=0)  # best relevant item per prefix length
+        hits += prefix
+    return "/".join(f"{h / max(len(queries), 1):.2f}" for h in hits)
 
 
 def _read_log(model_dir: Path) -> list[dict[str, Any]]:
