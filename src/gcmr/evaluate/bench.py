@@ -17,6 +17,7 @@ This module holds what the reports share: machine information, the report writer
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 import shlex
@@ -63,7 +64,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        import faiss  # noqa: F401  (so library_versions() records it)
+        import faiss  # so library_versions() records it
 
         info["faiss_threads"] = faiss.omp_get_max_threads()
     except ImportError:
@@ -82,7 +83,7 @@ def command_line(argv: list[str] | None = None) -> str:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        if value != value:  # NaN
+        if math.isnan(value):
             return "-"
         if abs(value) >= 1000:
             return f"{value:,.0f}"

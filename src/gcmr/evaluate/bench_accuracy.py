@@ -172,7 +172,7 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
     from gcmr.evaluate.bench_plots import plot_accuracy
     from gcmr.evaluate.runner import evaluate
     from gcmr.search import load_searcher
-    from gcmr.search.dense import DenseRetriever, DenseSearchConfig
+    from gcmr.search.dense import DenseRetriever
     from gcmr.train import TrainConfig, train
     from gcmr.train.dense import train_dense
 

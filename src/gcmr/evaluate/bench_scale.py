@@ -211,7 +211,8 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
                 for beam in config.beams:
                     log(f"[scale] {n:,} items: CART beam {beam}")
 
-                    def run(batch: list[str], beam: int = beam) -> None:
+                    def run(batch: list[str], beam: int = beam, model: Any = model,
+                            trie: Any = trie) -> None:
                         search_rows(model, tokenizer, trie, batch, k=config.k, beam=beam,
                                     batch_size=config.batch_queries)
 
@@ -239,8 +240,7 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
                 "index_bytes": 0 if method == "dense-exact" else extra,
                 "total_bytes": tower_bytes + (matrix_bytes if method == "dense-exact" else extra),
                 "build_s": round(backend.build_seconds, 2),
-                "identifier": f"{config.dim}-d float32"
-                + ("" if method == "dense-exact" or backend.nbytes else "")})
+                "identifier": f"{config.dim}-d float32"})
             if timing:
                 log(f"[scale] {n:,} items: {label} search")
 
