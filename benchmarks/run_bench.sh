@@ -5,6 +5,7 @@
 #   bash benchmarks/run_bench.sh scale      # throughput + memory only (~20-30 min on 2 cores)
 #   bash benchmarks/run_bench.sh accuracy   # accuracy only
 #   bash benchmarks/run_bench.sh longer     # CART vs dense with 3x the epochs
+#   bash benchmarks/run_bench.sh large      # 10M candidates, CART vs streamed exact (~15 min)
 #
 # Generated worlds, indexes and models go to $WORK (default /tmp/gcmr-bench; reused by a
 # re-run, so an interrupted run continues where it stopped). Results go to $OUT (default
@@ -65,4 +66,13 @@ fi
 if [ "$WHAT" = all ] || [ "$WHAT" = scale ]; then
   # 10k, 100k, 1M candidates of the synthetic world (512-d), random-weight default models
   gcmr bench throughput --out "$OUT" --work "$WORK/scale"
+fi
+
+if [ "$WHAT" = large ]; then
+  # 10M candidates (float16 world, 10 GB on disk): CART and streamed exact search only, fewer
+  # timing samples (a streamed exact batch takes ~40 s) -> $OUT/large/
+  gcmr bench throughput --out "$OUT/large" --work "$WORK/scale16" --sizes 10M \
+    --methods cart,dense-exact --float16 --batches 1 --single-queries 5 --beams 10
+  gcmr bench memory --out "$OUT/large" --work "$WORK/scale16" --sizes 10M \
+    --methods cart,dense-exact --float16
 fi

@@ -94,10 +94,10 @@ def test_bench_scale_tiny_sizes(tmp_path: Path) -> None:
                        show_progress=False)
     speed = _check_report(tmp_path / "out", "throughput",
                           ["method", "candidates", "queries_per_s", "batch_ms", "p50_ms",
-                           "p99_ms"])
+                           "p99_ms", "note"])
     memory = _check_report(tmp_path / "out", "memory",
                            ["method", "candidates", "total", "model_bytes", "ids_bytes",
-                            "trie_bytes", "embedding_bytes", "index_bytes", "build_s"])
+                            "trie_bytes", "embedding_bytes", "index_bytes", "build_s", "note"])
     assert docs["throughput"] == speed
     methods = {"CART (beam 4)", "dense exact", "faiss Flat", "faiss HNSW32"}
     assert {(r["method"], r["candidates"]) for r in speed["rows"]} == \
@@ -105,6 +105,7 @@ def test_bench_scale_tiny_sizes(tmp_path: Path) -> None:
     assert all(r["queries_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in speed["rows"])
     mem = {(r["method"], r["candidates"]): r for r in memory["rows"]}
     assert mem[("dense exact", 400)]["embedding_bytes"] == 400 * 32 * 4
+    assert mem[("dense exact", 400)]["note"] == "float32 in RAM"
     assert mem[("CART", 400)]["ids_bytes"] == 400 * 4 * 8  # int64 [N, 4]
     assert mem[("CART", 400)]["embedding_bytes"] == 0 and mem[("CART", 400)]["trie_bytes"] > 0
     assert mem[("faiss HNSW32", 400)]["index_bytes"] > mem[("faiss Flat", 400)]["index_bytes"]
@@ -170,6 +171,7 @@ def test_cli_bench_memory_writes_only_the_memory_report(tmp_path: Path, capsys) 
     cfg.write_text(json.dumps({
         "sizes": [150], "dim": 16, "methods": ["cart", "dense-exact", "faiss-hnsw"],
         "max_fit_items": 150, "index_max_steps": 3, "tokenizer_items": 50, "vocab_size": 200,
+        "exact_in_memory_mb": 0,
         "index": {k: v for k, v in TINY_INDEX.items() if k != "max_steps"},
         "model": TINY_MODEL}))
     out = tmp_path / "out"
@@ -177,8 +179,11 @@ def test_cli_bench_memory_writes_only_the_memory_report(tmp_path: Path, capsys) 
                  "--threads", "1"]) == 0
     doc = _check_report(out, "memory", ["method", "candidates", "total", "model_bytes",
                                         "ids_bytes", "trie_bytes", "embedding_bytes",
-                                        "index_bytes", "build_s"])
+                                        "index_bytes", "build_s", "note"])
     assert [r["method"] for r in doc["rows"]] == ["CART", "dense exact", "faiss HNSW32"]
+    exact = doc["rows"][1]
+    assert exact["note"] == "streamed from the float32 memmap"
+    assert exact["embedding_bytes"] == 150 * 16 * 4
     assert not (out / "throughput.json").exists()
     assert (out / "work").is_dir()  # default work directory under --out
     capsys.readouterr()

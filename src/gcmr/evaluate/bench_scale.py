@@ -206,7 +206,7 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
                 "ids_bytes": ids_bytes, "trie_bytes": trie_bytes, "embedding_bytes": 0,
                 "index_bytes": 0, "total_bytes": model_bytes + ids_bytes + trie_bytes,
                 "build_s": round(fit_s + ids_s, 2),
-                "identifier": "x".join(str(s) for s in level_sizes)})
+                "note": "identifiers " + "x".join(str(s) for s in level_sizes)})
             if timing:
                 for beam in config.beams:
                     log(f"[scale] {n:,} items: CART beam {beam}")
@@ -232,25 +232,29 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
             log(f"[scale] {n:,} items: {label} build")
             backend = make_backend(items, search)
             extra = backend.nbytes
+            if method == "dense-exact":
+                # in RAM: the normalized float32 matrix; streamed: the memory-mapped file (it
+                # must stay in the page cache to serve at the measured speed)
+                served = matrix_bytes if backend.in_memory else int(items.nbytes)
+                how = "float32 in RAM" if backend.in_memory else \
+                    f"streamed from the {items.dtype} memmap"
+            else:
+                served, how = extra, "faiss index (own copy of the vectors)"
             memory_rows.append({
                 "method": label, "candidates": n, "model_bytes": tower_bytes, "ids_bytes": 0,
                 "trie_bytes": 0,
-                # exact serves from the (normalized float32) matrix; faiss holds its own copy
-                "embedding_bytes": matrix_bytes if method == "dense-exact" else 0,
+                "embedding_bytes": served if method == "dense-exact" else 0,
                 "index_bytes": 0 if method == "dense-exact" else extra,
-                "total_bytes": tower_bytes + (matrix_bytes if method == "dense-exact" else extra),
-                "build_s": round(backend.build_seconds, 2),
-                "identifier": f"{config.dim}-d float32"})
+                "total_bytes": tower_bytes + served,
+                "build_s": round(backend.build_seconds, 2), "note": how})
             if timing:
                 log(f"[scale] {n:,} items: {label} search")
 
                 def run(batch: list[str], backend: Any = backend) -> None:
                     backend.search(encode(batch), config.k)
 
-                row = {"method": label, "candidates": n, **_timed(run, texts, config)}
-                if method == "dense-exact":
-                    row["note"] = "in RAM" if backend.in_memory else "streamed from memmap"
-                speed_rows.append(row)
+                speed_rows.append({"method": label, "candidates": n,
+                                   **_timed(run, texts, config), "note": how})
             del backend
     seconds = time.perf_counter() - started
     settings = {**config.to_dict(), "threads_used": threads, "work": str(work)}
@@ -270,7 +274,8 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
             notes.append(crossover)
         docs["throughput"] = write_report(
             out, "throughput", title="Throughput vs number of candidate items",
-            columns=["method", "candidates", "queries_per_s", "batch_ms", "p50_ms", "p99_ms"],
+            columns=["method", "candidates", "queries_per_s", "batch_ms", "p50_ms", "p99_ms",
+                     "note"],
             rows=speed_rows, settings=settings, command=command, machine=machine, notes=notes,
             seconds=seconds)
         plot_throughput(speed_rows, out / "throughput.png")
@@ -280,11 +285,12 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
         docs["memory"] = write_report(
             out, "memory", title="Memory to serve and index build time vs number of items",
             columns=["method", "candidates", "total", "model_bytes", "ids_bytes", "trie_bytes",
-                     "embedding_bytes", "index_bytes", "build_s"],
+                     "embedding_bytes", "index_bytes", "build_s", "note"],
             rows=memory_rows, settings=settings, command=command, machine=machine,
             notes=["CART serves from model + identifier table (int64 [N, L]) + trie; it needs no "
                    "item embeddings at query time. Dense exact serves from the normalized float32 "
-                   "embedding matrix; faiss indexes hold their own copy of the vectors (Flat) or "
+                   "embedding matrix in RAM, or streams the memory-mapped file when that does "
+                   "not fit (see note); faiss indexes hold their own copy of the vectors (Flat) or "
                    "vectors + graph (HNSW). build_s: CART = identifier fit + encode + trie; dense "
                    "exact = normalizing the matrix into RAM; faiss = train + add. The CART "
                    "identifier scheme (K-Means + RQ-VAE) is fitted once on at most "
