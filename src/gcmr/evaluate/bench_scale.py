@@ -17,6 +17,7 @@ beam search constrained by the trie of that size) and the dense query tower
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,8 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
     tower = DenseTower(DenseTowerConfig(vocab_size=tokenizer.vocab_size, item_dim=config.dim,
                                         dropout=0.0, **shared)).eval()
     tower_bytes = _param_bytes(tower)
+    arch = {**{f.name: f.default for f in dataclasses.fields(ModelConfig)
+               if f.default is not dataclasses.MISSING}, **config.model}
 
     @torch.no_grad()
     def encode(batch: list[str]) -> np.ndarray:
@@ -265,8 +268,11 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
                  f"batches after a warm-up; latency over {config.single_queries} single queries; "
                  f"k = {config.k}; times include tokenization and query encoding.",
                  "Models are randomly initialized (speed does not depend on weights): the "
-                 "generative retriever and the dense tower with their default architectures "
-                 "(d_model 256, 3 encoder layers; CART adds 3 decoder layers).",
+                 f"generative retriever (d_model {arch['d_model']}, FFN {arch['d_ff']}, "
+                 f"{arch['encoder_layers']} encoder + {arch['decoder_layers']} decoder layers, "
+                 f"fusion {arch['fusion']}) and the dense tower with the same encoder "
+                 f"(d_model {tower.config.d_model}, {tower.config.encoder_layers} layers) + a "
+                 f"projection to {config.dim}-d.",
                  f"Items: the synthetic world's first N items, {config.dim}-d; CART identifiers "
                  f"fitted on <= {config.max_fit_items:,} of them."]
         crossover = throughput_crossover(speed_rows)

@@ -26,6 +26,7 @@ best validation epoch, or the last without validation), ``tokenizer.json``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -40,25 +41,28 @@ from torch import nn
 
 from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError
+from gcmr.model.config import ModelConfig
 from gcmr.model.layers import EncoderLayer
 from gcmr.train.config import TrainConfig
 
 POOLINGS = ("mean", "first")
+# the encoder defaults ARE the generative model's (same text capacity unless told otherwise)
+_MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 
 @dataclass
 class DenseTowerConfig(JsonConfig):
     """Shape of the query tower (saved in the dense model manifest). The encoder fields mean
-    what they mean in :class:`gcmr.model.ModelConfig` and default to the same values."""
+    what they mean in :class:`gcmr.model.ModelConfig` and default to its defaults."""
 
     vocab_size: int
     item_dim: int  # D of the corpus embeddings: the tower projects into that space
-    d_model: int = 256
-    n_heads: int = 4
-    d_ff: int = 1024
-    encoder_layers: int = 3
-    dropout: float = 0.1
-    max_query_length: int = 32
+    d_model: int = _MODEL_DEFAULTS["d_model"]
+    n_heads: int = _MODEL_DEFAULTS["n_heads"]
+    d_ff: int = _MODEL_DEFAULTS["d_ff"]
+    encoder_layers: int = _MODEL_DEFAULTS["encoder_layers"]
+    dropout: float = _MODEL_DEFAULTS["dropout"]
+    max_query_length: int = _MODEL_DEFAULTS["max_query_length"]
     pooling: str = "mean"  # mean | first
     temperature: float = 0.07  # initial InfoNCE temperature (CLIP's init)
     learn_temperature: bool = True
