@@ -50,7 +50,7 @@ def test_train_writes_model_and_is_deterministic(tiny_index: Path, tmp_path: Pat
     config = tiny_train_config()
     r1 = train(tiny_index, tmp_path / "m1", config=config, model_options=TINY_MODEL,
                show_progress=False)
-    r2 = train(tiny_index, tmp_path / "m2", config=config, model_options=TINY_MODEL,
+    train(tiny_index, tmp_path / "m2", config=config, model_options=TINY_MODEL,
                show_progress=False)
     assert r1.epochs_run == 2 and r1.num_pairs == 40 * 2 + 20
     for name in ("manifest.json", "tokenizer.json", "model.safetensors", "train_log.jsonl",
