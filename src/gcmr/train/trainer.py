@@ -172,13 +172,14 @@ def train(
     while state["epoch"] < config.epochs and not stop:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        losses = _run_epoch(model, optimizer, pairs, index, tokenizer, config, schedule, state,
-                            epoch, device, show_progress)
+        losses, seen = _run_epoch(model, optimizer, pairs, index, tokenizer, config, schedule,
+                                  state, epoch, device, show_progress)
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch, "step": state["global_step"], **losses,
                                   "lr": lr_at(max(0, state["global_step"] - 1), **schedule),
                                   "seconds": round(seconds, 3),
-                                  "pairs_per_s": round(len(pairs) / max(seconds, 1e-9), 1)}
+                                  "pairs": seen,  # fewer than all when max_steps stops early
+                                  "pairs_per_s": round(seen / max(seconds, 1e-9), 1)}
         improved = True
         if val_texts:
             metrics = validate(model, tokenizer, index.trie, val_texts, val_relevant,
@@ -204,7 +205,8 @@ def train(
         with log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         save_checkpoint(out, model=model, optimizer=optimizer, state=state)
-        _print_epoch(record, config)
+        if show_progress:
+            _print_epoch(record, config)
     _write_model_manifest(out, status="complete", config=config, model=model, backbone=backbone,
                           index=index, index_path=index_path, corpus=corpus, pairs=pairs, state=state)
     return TrainResult(out=out, epochs_run=state["epoch"], best_epoch=state["best_epoch"],
@@ -243,7 +245,8 @@ def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict
 
 def _run_epoch(model, optimizer, pairs: Pairs, index, tokenizer, config: TrainConfig,
                schedule: dict, state: dict, epoch: int, device: torch.device,
-               show_progress: bool) -> dict[str, float]:
+               show_progress: bool) -> tuple[dict[str, float], int]:
+    """One epoch; returns the mean loss parts and the number of pairs trained on."""
     from gcmr.train.losses import cart_loss
 
     model.train()
@@ -290,7 +293,7 @@ def _run_epoch(model, optimizer, pairs: Pairs, index, tokenizer, config: TrainCo
                 totals[key] = totals.get(key, 0.0) + float(value) * n
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, advance=n, info=f"loss {parts['loss']:.3f}  {rate:,.0f} pairs/s")
-    return {k: round(v / max(seen, 1), 5) for k, v in totals.items()}
+    return {k: round(v / max(seen, 1), 5) for k, v in totals.items()}, seen
 
 
 def _validation_set(corpus: Corpus, config: TrainConfig) -> tuple[list[str], list[np.ndarray]]:
