@@ -6,18 +6,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from gcmr.cli.common import nonneg_float, positive_int, print_json, print_table
+from gcmr.cli.common import nonneg_float, positive_int, print_table, report_eval
 from gcmr.errors import GcmrError
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    """Model-shape flags; ``defaults`` (ModelConfig field -> value) only changes the help text
+    for a command whose defaults differ from ModelConfig's."""
+    d = {"d_model": 192, "n_heads": 4, "d_ff": 768, "encoder_layers": 3, "decoder_layers": 3,
+         "dropout": 0.1, **(defaults or {})}
     g = p.add_argument_group("model")
-    g.add_argument("--d-model", type=positive_int, help="transformer width (default 256)")
-    g.add_argument("--heads", type=positive_int, help="attention heads (default 4)")
-    g.add_argument("--ffn", type=positive_int, help="feed-forward width (default 1024)")
-    g.add_argument("--encoder-layers", type=positive_int, help="encoder layers (default 3)")
-    g.add_argument("--decoder-layers", type=positive_int, help="decoder layers (default 3)")
-    g.add_argument("--dropout", type=nonneg_float, help="dropout (default 0.1)")
+    g.add_argument("--d-model", type=positive_int,
+                   help=f"transformer width (default {d['d_model']})")
+    g.add_argument("--heads", type=positive_int, help=f"attention heads (default {d['n_heads']})")
+    g.add_argument("--ffn", type=positive_int, help=f"feed-forward width (default {d['d_ff']})")
+    g.add_argument("--encoder-layers", type=positive_int,
+                   help=f"encoder layers (default {d['encoder_layers']})")
+    g.add_argument("--decoder-layers", type=positive_int,
+                   help=f"decoder layers (default {d['decoder_layers']})")
+    g.add_argument("--dropout", type=nonneg_float, help=f"dropout (default {d['dropout']:g})")
     g.add_argument("--fusion", choices=("cart", "none"),
                    help="decoder fusion: cart (coarse + fine, CART eqs. 2-5) or none (plain "
                    "cross-attention to the last encoder layer; the 'w/o fusion' ablation)")
@@ -100,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index", type=Path, help="index directory (from gcmr index)")
     p.add_argument("out", type=Path, help="model directory to write")
     p.add_argument("--corpus", type=Path, help="corpus directory (default: the index's)")
-    p.add_argument("--resume", action="store_true", help="continue training OUT from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue training OUT from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_options(p)
@@ -192,7 +200,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from gcmr.artifacts import write_json
     from gcmr.corpus import load_corpus
     from gcmr.evaluate.runner import evaluate
     from gcmr.search import load_searcher
@@ -205,16 +212,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(searcher, corpus, args.split, k=args.k, beam=args.beam,
                       restrict_to_split=args.restrict, max_queries=args.max_queries)
     result["model"] = str(args.model)
-    out = args.out or (args.model / f"eval_{args.split}.json")
-    write_json(out, result)
-    if args.json:
-        print_json(result)
-        return 0
-    oracle = result["oracle"] or {}
-    rows = [(m, v, oracle.get(m, "-"), (f"{v / oracle[m]:.1%}" if oracle.get(m) else "-"))
-            for m, v in result["metrics"].items()]
-    print_table(f"{args.model} on {args.split} ({result['queries']:,} queries, "
-                f"{result['candidates']:,} candidates, {result['queries_per_s']:,.0f} queries/s)",
-                ("metric", "value", "oracle", "of oracle"), rows)
-    print(f"results written to {out}")
+    report_eval(result, args.out or (args.model / f"eval_{args.split}.json"),
+                title=f"{args.model} on {args.split}", as_json=args.json)
     return 0
