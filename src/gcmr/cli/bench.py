@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from gcmr.cli.common import nonneg_float, positive_int, print_json, print_table
+from gcmr.cli.common import nonneg_float, positive_int, print_table, report_eval
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
@@ -43,9 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("query tower")
-    g.add_argument("--d-model", type=positive_int, help="transformer width (default 256)")
+    g.add_argument("--d-model", type=positive_int, help="transformer width (default 192)")
     g.add_argument("--heads", type=positive_int, help="attention heads (default 4)")
-    g.add_argument("--ffn", type=positive_int, help="feed-forward width (default 1024)")
+    g.add_argument("--ffn", type=positive_int, help="feed-forward width (default 768)")
     g.add_argument("--encoder-layers", type=positive_int, help="encoder layers (default 3)")
     g.add_argument("--dropout", type=nonneg_float, help="dropout (default 0.1)")
     g.add_argument("--pooling", choices=("mean", "first"), help="token pooling (default mean)")
@@ -106,7 +105,6 @@ def cmd_train_dense(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_dense(args: argparse.Namespace) -> int:
-    from gcmr.artifacts import write_json
     from gcmr.corpus import load_corpus
     from gcmr.errors import GcmrError
     from gcmr.evaluate.runner import evaluate
@@ -134,18 +132,8 @@ def cmd_eval_dense(args: argparse.Namespace) -> int:
     result = evaluate(searcher, corpus, args.split, k=args.k, restrict_to_split=args.restrict,
                       max_queries=args.max_queries)
     result.update(model=name, backend=config.backend, search=config.to_dict())
-    out = args.out or default_out
-    write_json(out, result)
-    if args.json:
-        print_json(result)
-        return 0
-    oracle = result["oracle"] or {}
-    rows = [(m, v, oracle.get(m, "-"), (f"{v / oracle[m]:.1%}" if oracle.get(m) else "-"))
-            for m, v in result["metrics"].items()]
-    print_table(f"{name} [{config.backend}] on {args.split} ({result['queries']:,} queries, "
-                f"{result['candidates']:,} candidates, {result['queries_per_s']:,.0f} queries/s)",
-                ("metric", "value", "oracle", "of oracle"), rows)
-    print(f"results written to {out}", file=sys.stderr)
+    report_eval(result, args.out or default_out, title=f"{name} [{config.backend}] on "
+                f"{args.split}", as_json=args.json)
     return 0
 
 

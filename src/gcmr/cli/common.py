@@ -44,3 +44,23 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def report_eval(result: dict[str, Any], out: Any, *, title: str, as_json: bool) -> None:
+    """Write an evaluation result to ``out`` and print it (JSON, or a table of each metric
+    beside the oracle ceiling and the fraction of it reached)."""
+    import sys
+
+    from gcmr.artifacts import write_json
+
+    write_json(out, result)
+    if as_json:
+        print_json(result)
+        return
+    oracle = result["oracle"] or {}
+    rows = [(m, v, oracle.get(m, "-"), (f"{v / oracle[m]:.1%}" if oracle.get(m) else "-"))
+            for m, v in result["metrics"].items()]
+    print_table(f"{title} ({result['queries']:,} queries, {result['candidates']:,} "
+                f"candidates, {result['queries_per_s']:,.0f} queries/s)",
+                ("metric", "value", "oracle", "of oracle"), rows)
+    print(f"results written to {out}", file=sys.stderr)
