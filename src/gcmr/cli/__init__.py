@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gcmr.cli.retrieval",
     "gcmr.cli.media",
     "gcmr.cli.bench",
+    "gcmr.cli.serve",
 )
 
 

@@ -181,21 +181,18 @@ def _read_queries(args: argparse.Namespace) -> list[str]:
 def cmd_search(args: argparse.Namespace) -> int:
     import json
 
-    from gcmr.search import load_searcher
+    from gcmr.search import load_searcher, ranked_hits
 
     queries = _read_queries(args)
     searcher = load_searcher(args.model, index_path=args.index)
     scores, rows = searcher.search_rows(queries, k=args.k, beam=args.beam)
-    captions = searcher.item_descriptions()
-    for q, srow, rrow in zip(queries, scores, rows):
-        hits = [(rank + 1, searcher.item_ids[r], float(s), captions(r))
-                for rank, (s, r) in enumerate(zip(srow, rrow)) if r >= 0]
+    results = ranked_hits(searcher, scores, rows, searcher.item_descriptions())
+    for q, hits in zip(queries, results):
         if args.json:
-            print(json.dumps({"query": q, "results": [
-                {"rank": a, "id": b, "score": round(c, 5), "caption": d} for a, b, c, d in hits]}))
+            print(json.dumps({"query": q, "results": hits}))
         else:
             print_table(f"query: {q}", ("rank", "item id", "score", "caption / source"),
-                        [(a, b, f"{c:.3f}", d) for a, b, c, d in hits])
+                        [(h["rank"], h["id"], f"{h['score']:.3f}", h["caption"]) for h in hits])
     return 0
 
 

@@ -37,3 +37,13 @@ def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None
 
 
 __all__ = ["load_searcher"]
+
+
+def ranked_hits(searcher: Any, scores: Any, rows: Any, describe: Any) -> list[list[dict]]:
+    """Per query, the ranked results of ``search_rows`` as dicts ``{rank, id, score,
+    caption}`` (padding dropped); ``describe`` maps an item row to its caption or source."""
+    ids = searcher.item_ids
+    return [[{"rank": rank + 1, "id": ids[int(r)], "score": round(float(s), 5),
+              "caption": describe(int(r))}
+             for rank, (s, r) in enumerate(zip(srow, rrow)) if r >= 0]
+            for srow, rrow in zip(scores, rows)]
