@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     items = torch.randn(args.dense_items, args.dense_dim, generator=g)
     dq = torch.randn(args.batch, args.dense_dim, generator=g)
-    times, cpu = timed(lambda: dense_search(items, dq, 10), max(2, args.repeats // 2))
+    times, cpu = timed(lambda x=items: dense_search(x, dq, 10), max(2, args.repeats // 2))
     result["dense"] = {"items": args.dense_items, "dim": args.dense_dim, "batch": args.batch,
                        "k": 10, "queries_per_s": round(args.batch / statistics.median(times), 1),
                        "batch_ms_all": [round(1000 * t, 1) for t in times],
