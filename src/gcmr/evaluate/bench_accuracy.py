@@ -12,6 +12,12 @@ Rows (CART tables 4, 8, 9 and the GRACE-style identifier baselines):
 ``no-rqvae``        ``hkmeans`` identifiers: hierarchical K-Means, no RQ-VAE
 ``atomic``          one arbitrary token per item
 ``random``          random codes of the same length
+``avg``             AVG: aligned voken identifiers, L_gen + L_dis (AVG table 3)
+``avg-no-align``    AVG w/o cross-modal alignment (``align_weight = 0``)
+``avg-no-voken-emb`` AVG w/o voken embedding (random init of the identifier embeddings)
+``avg-no-dis``      AVG w/o the discriminative loss (``dis_weight = 0``)
+``avg-beamB``       the full AVG model searched with beam B in {1, 5, 20, 30} (AVG table 7;
+                    beam 10 is the ``avg`` row); a beam narrower than k returns B items
 ``dense-exact``     the dual tower (:mod:`gcmr.train.dense`), exact search
 ``dense-hnsw``      the same dual tower through a faiss HNSW index
 ``oracle``          the corpus's ceiling (``oracle.json``), when it has one
@@ -51,23 +57,40 @@ class RowSpec:
     train: tuple = ()  # TrainConfig changes
     model: tuple = ()  # model option changes
     backend: str = "exact"
-    ablation: bool = False  # an ablation of CART: expected below full CART
+    ablation_of: str = ""  # the full row this ablates ("cart" / "avg"): expected below it
+    beam: int = 0  # search beam of this row (0 = the suite's); narrower than k returns beam items
+    model_of: str = ""  # reuse the model trained for that row (rows that differ only in search)
+
+
+_AVG = (("scheme", "avg"),)
+_AVG_TRAIN = (("method", "avg"),)
+AVG_BEAMS = (1, 5, 20, 30)
 
 
 ROWS: dict[str, RowSpec] = {r.name: r for r in (
     RowSpec("cart", "CART (full)", "generative", (("scheme", "cart"),)),
     RowSpec("no-consistency", "CART w/o consistency loss (omega = 0)", "generative",
-            (("scheme", "cart"),), (("omega", 0.0),), ablation=True),
+            (("scheme", "cart"),), (("omega", 0.0),), ablation_of="cart"),
     RowSpec("no-fusion", "CART w/o fusion", "generative", (("scheme", "cart"),),
-            model=(("fusion", "none"),), ablation=True),
+            model=(("fusion", "none"),), ablation_of="cart"),
     RowSpec("no-kmeans", "CART w/o K-Means (rq identifiers)", "generative",
-            (("scheme", "rq"),), ablation=True),
+            (("scheme", "rq"),), ablation_of="cart"),
     RowSpec("no-rqvae", "CART w/o RQ-VAE (hkmeans identifiers)", "generative",
-            (("scheme", "hkmeans"),), ablation=True),
+            (("scheme", "hkmeans"),), ablation_of="cart"),
     RowSpec("atomic", "atomic identifiers (GRACE-style)", "generative",
-            (("scheme", "atomic"),), ablation=True),
+            (("scheme", "atomic"),), ablation_of="cart"),
     RowSpec("random", "random identifiers (GRACE-style)", "generative",
-            (("scheme", "random"),), ablation=True),
+            (("scheme", "random"),), ablation_of="cart"),
+    RowSpec("avg", "AVG (full)", "generative", _AVG, _AVG_TRAIN),
+    RowSpec("avg-no-align", "AVG w/o cross-modal alignment", "generative",
+            (("align_weight", 0.0), ("scheme", "avg")), _AVG_TRAIN, ablation_of="avg"),
+    RowSpec("avg-no-voken-emb", "AVG w/o voken embedding", "generative", _AVG,
+            (("method", "avg"), ("voken_embedding_init", False)), ablation_of="avg"),
+    RowSpec("avg-no-dis", "AVG w/o discriminative loss", "generative", _AVG,
+            (("dis_weight", 0.0), ("method", "avg")), ablation_of="avg"),
+    *(RowSpec(f"avg-beam{b}", f"AVG beam {b}", "generative", _AVG, _AVG_TRAIN, beam=b,
+              model_of="avg")
+      for b in AVG_BEAMS),
     RowSpec("dense-exact", "dense dual tower, exact search", "dense", backend="exact"),
     RowSpec("dense-hnsw", "dense dual tower, faiss HNSW", "dense", backend="hnsw"),
     RowSpec("oracle", "oracle ceiling", "oracle"),
@@ -213,7 +236,8 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
             tc = TrainConfig.from_dict({**train_config.to_dict(), **dict(spec.train)},
                                        where=f"train options of row {spec.name}")
             options = {**config.model, **dict(spec.model)}
-            model_dir = work / f"model-{spec.name}-{_key(_budget(tc), options, index_path.name)}"
+            name = spec.model_of or spec.name
+            model_dir = work / f"model-{name}-{_key(_budget(tc), options, index_path.name)}"
             if _complete(model_dir, _budget(tc)):
                 _log(f"reusing {model_dir.name}", show_progress)
             else:
@@ -223,7 +247,9 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
             searcher = load_searcher(model_dir)
             row["identifier"] = "x".join(str(s) for s in index.level_sizes)
             row["index_s"] = round(index_s, 1)
-            beam = config.beam
+            beam = spec.beam or config.beam
+            if beam < config.k:
+                searcher = FixedBeam(searcher, beam)
         else:  # dense
             tower = {key: config.model[key] for key in ("d_model", "n_heads", "d_ff",
                                                         "encoder_layers", "dropout")
@@ -252,7 +278,7 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
         row["eval_qps"] = result["queries_per_s"]
         if spec.kind == "generative":
             row["level_acc@1"] = level_accuracy(searcher, corpus, index.codes, config.split,
-                                                beam=config.beam)
+                                                beam=beam)
         row["queries"] = result["queries"]
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
@@ -270,6 +296,9 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
     if config.model:
         notes.append("Model options for every row (the dense tower shares the encoder ones): "
                      + ", ".join(f"{k} = {v}" for k, v in sorted(config.model.items())) + ".")
+    if any(s.beam and s.beam < config.k for s in specs):
+        notes.append(f"A row searched with a beam narrower than k = {config.k} returns only "
+                     f"beam items (R@k counts those), as in AVG table 7.")
     notes.append("train_s: training time recorded in each model directory (epochs x seconds); "
                  "eval_qps: evaluation speed in this run (batches of 256 queries). level_acc@1: "
                  "fraction of (500 sampled) queries whose top-1 identifier shares its first "
@@ -287,6 +316,26 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
                        notes=notes, seconds=time.perf_counter() - started)
     plot_accuracy(rows, Path(out) / "accuracy.png")
     return doc
+
+
+class FixedBeam:
+    """A generative searcher that returns only its ``beam`` items (padded to k with -1), so a
+    beam narrower than k is measured as such instead of being widened to k."""
+
+    def __init__(self, searcher: Any, beam: int) -> None:
+        self.searcher, self.beam = searcher, beam
+
+    def search_rows(self, texts, *, k: int = 10, beam: int | None = None, candidates=None,
+                    **kwargs):
+        import numpy as np
+
+        scores, rows = self.searcher.search_rows(texts, k=min(k, self.beam), beam=self.beam,
+                                                 candidates=candidates, **kwargs)
+        pad = k - rows.shape[1]
+        if pad > 0:
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, rows
 
 
 def level_accuracy(searcher: Any, corpus: Any, codes: Any, split: str, *, beam: int,
@@ -329,31 +378,32 @@ def accuracy_notes(rows: list[dict[str, Any]], specs: list[RowSpec]) -> list[str
     """The targets, checked against the measured rows, as plain sentences."""
     by = {r["row"]: r for r in rows}
     notes: list[str] = []
-    full = by.get("cart")
-    if full is None:
-        return notes
-    ablations = [s.name for s in specs if s.ablation and s.name in by]
-    if ablations:
+    dense = by.get("dense-exact")
+    for base, name in (("cart", "CART"), ("avg", "AVG")):
+        full = by.get(base)
+        if full is None:
+            continue
+        ablations = [s.name for s in specs if s.ablation_of == base and s.name in by]
         above = [f"{by[a]['method']} ({by[a]['R@1']:.4f})" for a in ablations
                  if by[a]["R@1"] >= full["R@1"]]
         if above:
-            notes.append(f"Not every ablation is below full CART on R@1 ({full['R@1']:.4f}): "
-                         + ", ".join(above) + " reach it or more.")
-        else:
-            notes.append("Every ablation row is below full CART on R@1.")
-    dense = by.get("dense-exact")
-    if dense is not None:
+            notes.append(f"Not every {name} ablation is below full {name} on R@1 "
+                         f"({full['R@1']:.4f}): " + ", ".join(above) + " reach it or more.")
+        elif ablations:
+            notes.append(f"Every {name} ablation row is below full {name} on R@1.")
+        if dense is None:
+            continue
         wins = [m for m in ("R@1", "MRR@10") if full[m] >= dense[m]]
         loses = [m for m in ("R@1", "MRR@10") if full[m] < dense[m]]
         if not loses:
-            notes.append(f"Full CART >= the dense dual tower (exact) on R@1 and MRR@10 "
+            notes.append(f"Full {name} >= the dense dual tower (exact) on R@1 and MRR@10 "
                          f"({full['R@1']:.4f} vs {dense['R@1']:.4f}, {full['MRR@10']:.4f} vs "
                          f"{dense['MRR@10']:.4f}).")
         else:
-            notes.append(f"The dense dual tower (exact) beats full CART on {', '.join(loses)} "
+            notes.append(f"The dense dual tower (exact) beats full {name} on {', '.join(loses)} "
                          f"(R@1 {dense['R@1']:.4f} vs {full['R@1']:.4f}, MRR@10 "
                          f"{dense['MRR@10']:.4f} vs {full['MRR@10']:.4f})"
-                         + (f"; CART wins {', '.join(wins)}" if wins else "") + ".")
+                         + (f"; {name} wins {', '.join(wins)}" if wins else "") + ".")
     return notes
 
 
