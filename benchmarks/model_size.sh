@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Accuracy of two model sizes with one training budget (issue 3: "measure accuracy and speed of
-# at least two sizes"). The speed of each size is measured by benchmarks/decode_speed.py.
+# Accuracy of two model sizes with one training budget, for CART and for the dense dual tower
+# with the same encoder (issue 3: "measure accuracy and speed of at least two sizes"). The
+# speed of each size is measured by benchmarks/decode_speed.py.
 #
-#   bash benchmarks/model_size.sh            # ~25 min on 2 cores
+#   bash benchmarks/model_size.sh            # ~25-40 min on 2 cores
 #
 # The demo's world and budget (3,000 items, 8 epochs, lr 2e-3, 3 + 3 layers, CART fusion) with
 # d_model 64 / FFN 256 (the demo's model) and d_model 128 / FFN 512, one thread each, in
@@ -14,7 +15,7 @@ OUT=${OUT:-benchmarks/results/model_size}
 mkdir -p "$WORK" "$OUT"
 [ -d "$WORK/w3k" ] || gcmr synth "$WORK/w3k" --items 3000 --seed 0
 for d in 64 128; do
-  gcmr bench accuracy "$WORK/w3k" --out "$OUT/d$d" --work "$WORK/size" --rows cart,oracle \
+  gcmr bench accuracy "$WORK/w3k" --out "$OUT/d$d" --work "$WORK/size" --rows cart,dense-exact,oracle \
     --epochs 8 --lr 0.002 --d-model "$d" --heads 4 --ffn $((4 * d)) --threads 1 --quiet &
   # the second run reuses the first one's CART index: wait until it is saved
   until compgen -G "$WORK/size/index-cart-*/manifest.json" > /dev/null; do sleep 5; done
