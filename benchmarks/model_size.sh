@@ -5,8 +5,8 @@
 #
 #   bash benchmarks/model_size.sh            # ~25-40 min on 2 cores
 #
-# The demo's world and budget (3,000 items, 8 epochs, lr 2e-3, 3 + 3 layers, CART fusion) with
-# d_model 64 / FFN 256 (the demo's model) and d_model 128 / FFN 512, one thread each, in
+# A 3,000-item world and one budget (8 epochs, lr 2e-3, 3 + 3 layers, CART fusion) with
+# d_model 64 / FFN 256 and d_model 128 / FFN 512, one thread each, in
 # parallel. Results: $OUT/d64/ and $OUT/d128/ (accuracy.{json,md,png}).
 set -euo pipefail
 cd "$(dirname "$0")/.."
