@@ -6,6 +6,7 @@
 #   bash benchmarks/run_bench.sh accuracy   # accuracy only
 #   bash benchmarks/run_bench.sh longer     # CART vs dense with 3x the epochs
 #   bash benchmarks/run_bench.sh avg        # AVG rows beside CART and dense (~45 min)
+#   bash benchmarks/run_bench.sh d128       # CART, w/o fusion and dense at d_model 128, 3 + 3
 #   bash benchmarks/run_bench.sh large      # 10M candidates, CART vs streamed exact (~15 min)
 #
 # Generated worlds, indexes and models go to $WORK (default /tmp/gcmr-bench; reused by a
@@ -78,6 +79,25 @@ if [ "$WHAT" = all ] || [ "$WHAT" = longer ]; then
   wait
   gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/longer_budget" --threads 2 \
     "${longer[@]}" --rows cart,no-consistency,dense-exact,dense-hnsw,oracle
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = d128 ]; then
+  # the same world and epochs with a wider, deeper model (d_model 128, FFN 512, 3 + 3 layers,
+  # the paper's depth): does the gap to the dense tower shrink? -> $OUT/d128/
+  wide=(--work "$WORK/acc${ACC_WORLD}d128" --epochs 4 --warmup-epochs 0.5 --lr 0.002
+        --batch-size 256 --d-model 128 --heads 4 --ffn 512 --max-val-queries 500
+        --max-queries 2000)
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$WORK/accW1" --threads 1 "${wide[@]}" \
+    --rows cart,dense-exact &
+  # the second job starts once the first has saved the shared CART index
+  until compgen -G "$WORK/acc${ACC_WORLD}d128/index-cart-*/manifest.json" > /dev/null; do
+    sleep 5
+  done
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$WORK/accW2" --threads 1 "${wide[@]}" \
+    --rows no-fusion &
+  wait
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/d128" --threads 2 "${wide[@]}" \
+    --rows cart,no-fusion,dense-exact,oracle
 fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = scale ]; then
