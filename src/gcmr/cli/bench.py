@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gcmr.cli.common import nonneg_float, positive_int, print_table, report_eval
+from gcmr.cli.common import positive_int, print_table, report_eval
+from gcmr.cli.retrieval import add_model_options, add_train_options
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
@@ -41,12 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", type=Path, help="corpus directory (default: the index's)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = p.add_argument_group("query tower")
-    g.add_argument("--d-model", type=positive_int, help="transformer width (default 192)")
-    g.add_argument("--heads", type=positive_int, help="attention heads (default 4)")
-    g.add_argument("--ffn", type=positive_int, help="feed-forward width (default 768)")
-    g.add_argument("--encoder-layers", type=positive_int, help="encoder layers (default 3)")
-    g.add_argument("--dropout", type=nonneg_float, help="dropout (default 0.1)")
+    g = add_model_options(p, title="query tower", encoder_only=True)
     g.add_argument("--pooling", choices=("mean", "first"), help="token pooling (default mean)")
     g.add_argument("--temperature", type=float, help="initial InfoNCE temperature (default 0.07)")
     g.add_argument("--fixed-temperature", action="store_true",
@@ -175,7 +171,6 @@ def _add_common_bench(p: argparse.ArgumentParser) -> None:
 
 
 def _add_accuracy_options(p: argparse.ArgumentParser) -> None:
-    from gcmr.cli.retrieval import add_model_options, add_train_options
     from gcmr.evaluate.bench_accuracy import DEFAULT_ROWS
 
     g = p.add_argument_group("accuracy rows")

@@ -9,25 +9,35 @@ from pathlib import Path
 from gcmr.cli.common import nonneg_float, positive_int, print_table, report_eval
 from gcmr.errors import GcmrError
 
+# ModelConfig's defaults, for help texts (importing gcmr.model would load torch on every
+# `gcmr --help`; tests/test_cli_defaults.py checks that these match ModelConfig)
+MODEL_HELP_DEFAULTS = {"d_model": 192, "n_heads": 4, "d_ff": 768, "encoder_layers": 3,
+                       "decoder_layers": 3, "dropout": 0.1}
 
-def add_model_options(p: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+
+def add_model_options(p: argparse.ArgumentParser, defaults: dict | None = None, *,
+                      title: str = "model", encoder_only: bool = False
+                      ) -> argparse._ArgumentGroup:
     """Model-shape flags; ``defaults`` (ModelConfig field -> value) only changes the help text
-    for a command whose defaults differ from ModelConfig's."""
-    d = {"d_model": 192, "n_heads": 4, "d_ff": 768, "encoder_layers": 3, "decoder_layers": 3,
-         "dropout": 0.1, **(defaults or {})}
-    g = p.add_argument_group("model")
+    for a command whose defaults differ from ModelConfig's. ``encoder_only`` leaves out the
+    decoder flags (the dense tower is an encoder)."""
+    d = {**MODEL_HELP_DEFAULTS, **(defaults or {})}
+    g = p.add_argument_group(title)
     g.add_argument("--d-model", type=positive_int,
                    help=f"transformer width (default {d['d_model']})")
     g.add_argument("--heads", type=positive_int, help=f"attention heads (default {d['n_heads']})")
     g.add_argument("--ffn", type=positive_int, help=f"feed-forward width (default {d['d_ff']})")
     g.add_argument("--encoder-layers", type=positive_int,
                    help=f"encoder layers (default {d['encoder_layers']})")
-    g.add_argument("--decoder-layers", type=positive_int,
-                   help=f"decoder layers (default {d['decoder_layers']})")
+    if not encoder_only:
+        g.add_argument("--decoder-layers", type=positive_int,
+                       help=f"decoder layers (default {d['decoder_layers']})")
     g.add_argument("--dropout", type=nonneg_float, help=f"dropout (default {d['dropout']:g})")
-    g.add_argument("--fusion", choices=("cart", "none"),
-                   help="decoder fusion: cart (coarse + fine, CART eqs. 2-5) or none (plain "
-                   "cross-attention to the last encoder layer; the 'w/o fusion' ablation)")
+    if not encoder_only:
+        g.add_argument("--fusion", choices=("cart", "none"),
+                       help="decoder fusion: cart (coarse + fine, CART eqs. 2-5) or none (plain "
+                       "cross-attention to the last encoder layer; the 'w/o fusion' ablation)")
+    return g
 
 
 def model_options(args: argparse.Namespace) -> dict:
