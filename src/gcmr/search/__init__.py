@@ -36,9 +36,6 @@ def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None
                         f"(expected gcmr-model or gcmr-dense)")
 
 
-__all__ = ["load_searcher"]
-
-
 def ranked_hits(searcher: Any, scores: Any, rows: Any, describe: Any) -> list[list[dict]]:
     """Per query, the ranked results of ``search_rows`` as dicts ``{rank, id, score,
     caption}`` (padding dropped); ``describe`` maps an item row to its caption or source."""
@@ -47,3 +44,6 @@ def ranked_hits(searcher: Any, scores: Any, rows: Any, describe: Any) -> list[li
               "caption": describe(int(r))}
              for rank, (s, r) in enumerate(zip(srow, rrow)) if r >= 0]
             for srow, rrow in zip(scores, rows)]
+
+
+__all__ = ["load_searcher", "ranked_hits"]

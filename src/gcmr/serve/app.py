@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoint annot
 runtime, and the request model is local to :func:`create_app` (pydantic is an optional extra).
 """
 
+import html
 import threading
 import time
 from pathlib import Path
@@ -24,10 +25,11 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
     from fastapi.responses import HTMLResponse, JSONResponse
 
     from gcmr.search import load_searcher, ranked_hits
+    from gcmr.search.dense import DenseRetriever
 
     searcher = load_searcher(model_dir, index_path=index_path, device=device)
     describe = searcher.item_descriptions()
-    kind = "dense" if searcher.__class__.__name__.startswith("Dense") else "generative"
+    kind = "dense" if isinstance(searcher, DenseRetriever) else "generative"
     info = {"model": str(model_dir), "kind": kind, "items": len(searcher.item_ids)}
     lock = threading.Lock()  # one search at a time: a search already uses every core
 
@@ -69,8 +71,8 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE.replace("{{MODEL}}", _escape(f"{info['model']} ({kind}, "
-                                                 f"{info['items']:,} items)"))
+        return PAGE.replace("{{MODEL}}", html.escape(f"{info['model']} ({kind}, "
+                                                     f"{info['items']:,} items)"))
 
     @app.exception_handler(GcmrError)
     def gcmr_error(_request: Any, exc: GcmrError) -> Any:
@@ -85,10 +87,6 @@ def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     uvicorn = require("uvicorn", "serve", purpose="gcmr serve")
     uvicorn.run(create_app(model_dir, index_path=index_path, device=device), host=host,
                 port=port, log_level="info")
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 PAGE = """<!doctype html>
