@@ -12,6 +12,7 @@ from gcmr.ids.rqvae import (
     _restart_dead_codes,
     init_codebooks,
     rqvae_loss,
+    total_steps,
     train_rqvae,
     warmup_rsqrt,
 )
@@ -94,3 +95,70 @@ def test_training_is_deterministic_and_reduces_loss(clustered):
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def _hook_opts(**changes) -> TrainOptions:
+    base = {"epochs": 3, "max_steps": 0, "batch_size": 50, "lr": 1e-2, "warmup_steps": 2,
+            "alpha": 1.0, "beta": 0.25, "restart_interval": 3, "restart_threshold": 1,
+            "init_rows": 128, "kmeans_iters": 5, "seed": 0}
+    base.update(changes)
+    return TrainOptions(**base)
+
+
+def _train(x: np.ndarray, opts: TrainOptions, **kwargs) -> tuple[RQVAE, dict]:
+    model = tiny_model()
+    info = train_rqvae(model, lambda idx: torch.from_numpy(x[idx]), len(x), opts, **kwargs)
+    return model, info
+
+
+def _same_weights(a: RQVAE, b: RQVAE) -> bool:
+    return all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_extra_loss_is_called_per_batch_and_trains_the_model(clustered):
+    x = clustered(230, 12, seed=4)
+    opts = _hook_opts()
+    calls: list[np.ndarray] = []
+    logged: list[dict[str, float]] = []
+
+    def penalty(out, idx):
+        calls.append(idx)
+        assert out.z_q.shape == (len(idx), 4) and out.x_hat.shape == (len(idx), 12)
+        term = 1e4 * out.z_q.pow(2).mean()  # pulls every chosen code toward the origin
+        return term, {"penalty": float(term.detach())}
+
+    plain, _ = _train(x, opts)
+    hooked, info = _train(x, opts, extra_loss=penalty,
+                          on_step=lambda s, t, p: logged.append(dict(p)))
+    # once per optimizer step, with the sorted rows of the batch; every row once per epoch
+    assert len(calls) == info["steps"] == total_steps(opts, len(x)) == 15
+    assert all((np.diff(idx) > 0).all() for idx in calls)
+    assert [len(idx) for idx in calls[:5]] == [50, 50, 50, 50, 30]
+    assert sorted(np.concatenate(calls[:5]).tolist()) == list(range(len(x)))
+    # its loss is part of the optimized (and logged) loss and reaches the codebook gradient
+    assert all(p["loss"] == pytest.approx(p["recon"] + p["quant"] + p["penalty"], rel=1e-5)
+               for p in logged)
+    assert info["final_penalty"] == logged[-1]["penalty"]
+    assert not torch.equal(hooked.codebooks, plain.codebooks)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        norm_hooked = hooked.decode_latent(hooked.encode(xt)).norm(dim=1).mean()
+        norm_plain = plain.decode_latent(plain.encode(xt)).norm(dim=1).mean()
+    assert norm_hooked < 0.8 * norm_plain  # the penalty shrank the quantized latents
+
+
+def test_no_extra_loss_trains_exactly_as_the_plain_recipe(clustered):
+    """``extra_loss=None`` (and a hook adding zero) leave seeding, batch order, restarts and
+    every weight exactly as the plain call."""
+    x = clustered(230, 12, seed=4)
+    opts = _hook_opts(max_steps=11)
+    plain, info = _train(x, opts)
+    none, info_none = _train(x, opts, extra_loss=None)
+    zero, info_zero = _train(x, opts, extra_loss=lambda out, idx: (out.z.new_zeros(()), {}))
+    assert _same_weights(plain, none) and _same_weights(plain, zero)
+    assert info == info_none == info_zero and info["steps"] == 11
+    assert sum(info["restarted_codes"]) > 0  # the restart path (and its generator) ran
+    xt = torch.from_numpy(x)
+    assert torch.equal(plain.encode(xt), none.encode(xt))
+    other, _ = _train(x, _hook_opts(max_steps=11, seed=1))
+    assert not _same_weights(plain, other)

@@ -38,7 +38,6 @@ identity (a shared CLIP-style space needs no rotation); it is learned either way
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,17 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcmr.errors import ConfigError, CorpusError
-from gcmr.ids.kmeans import _sq_dist, kmeans
-from gcmr.ids.rqvae import (
-    RQVAE,
-    RQOutput,
-    TrainOptions,
-    _restart_dead_codes,
-    fit_normalization,
-    init_codebooks,
-    rqvae_loss,
-    warmup_rsqrt,
-)
+from gcmr.ids.kmeans import kmeans
+from gcmr.ids.rqvae import RQVAE, ExtraLoss, RQOutput, rqvae_loss, total_steps, train_rqvae
 from gcmr.ids.schemes import (
     IdScheme,
     RowView,
@@ -81,7 +71,8 @@ class AlignedRQVAE(RQVAE):
 
     ``codebooks`` is ``[1, N, d]`` when shared (every step quantizes with the same vectors)
     and ``[M, N, d]`` otherwise. ``align_proj`` (item dim -> ``text_dim``) exists when
-    ``text_dim > 0``.
+    ``text_dim > 0``. Residual quantization (AVG eq. 3) and decoding codes to ``z^(M)`` are
+    :class:`RQVAE`'s, through :meth:`book`.
     """
 
     def __init__(self, input_dim: int, hidden_dims: list[int], latent_dim: int,
@@ -99,32 +90,17 @@ class AlignedRQVAE(RQVAE):
                     self.align_proj.weight.copy_(torch.eye(input_dim))
                     self.align_proj.bias.zero_()
 
-    def book(self, level: int) -> torch.Tensor:
-        """The codebook [N, d] that quantizes step ``level``."""
-        return self.codebooks[0 if self.shared else level]
+    def codebook_of(self, level: int) -> int:
+        """Index into ``codebooks`` of the codebook that quantizes step ``level``."""
+        return 0 if self.shared else level
 
-    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor],
-                                                  list[torch.Tensor]]:
-        """Residual quantization (AVG eq. 3): ``(codes [B, M], z^(M), residuals, chosen)``."""
-        residual = z
-        codes, residuals, chosen = [], [], []
-        for lvl in range(self.num_levels):
-            book = self.book(lvl)
-            idx = _sq_dist(residual.detach(), book.detach()).argmin(dim=1)
-            e = book[idx]
-            codes.append(idx)
-            residuals.append(residual)
-            chosen.append(e)
-            residual = residual - e
-        return torch.stack(codes, dim=1), torch.stack(chosen).sum(dim=0), residuals, chosen
-
-    def decode_latent(self, codes: torch.Tensor) -> torch.Tensor:
-        """``z^(M)`` of ``codes`` [B, M]: the sum of the chosen codebook vectors."""
-        codes = torch.as_tensor(codes, dtype=torch.int64)
-        out = torch.zeros(codes.shape[0], self.codebooks.shape[2], dtype=self.codebooks.dtype)
-        for lvl in range(self.num_levels):
-            out = out + self.book(lvl)[codes[:, lvl]]
-        return out
+    def init_codebooks_from(self, sample: torch.Tensor, *, iters: int, seed: int,
+                            max_rows: int) -> None:
+        """k-means init: :func:`init_shared_codebook` when shared, else per step as RQVAE."""
+        if self.shared:
+            init_shared_codebook(self, sample, iters=iters, seed=seed, max_rows=max_rows)
+        else:
+            super().init_codebooks_from(sample, iters=iters, seed=seed, max_rows=max_rows)
 
     def align(self, x_hat: torch.Tensor) -> torch.Tensor:
         """``P(MLP(z^(M)))`` as a unit vector in the text space (``x_hat`` normalized space)."""
@@ -143,14 +119,33 @@ def avg_tokenizer_loss(out: RQOutput, model: AlignedRQVAE, text: torch.Tensor | 
     """
     loss, parts = rqvae_loss(out, alpha=alpha, beta=beta)
     if align_weight > 0 and text is not None:
-        pred = model.align(out.x_hat)
-        err = (pred - text).pow(2).sum(dim=-1)  # eq. 6, = 2 - 2 cos on unit vectors
-        mask = text_mask.to(err.dtype) if text_mask is not None else torch.ones_like(err)
-        align = (err * mask).sum() / mask.sum().clamp_min(1.0)
+        align = alignment_loss(out, model, text, text_mask)
         loss = loss + align_weight * align
         parts["align"] = float(align.detach())
         parts["loss"] = float(loss.detach())
     return loss, parts
+
+
+def alignment_loss(out: RQOutput, model: AlignedRQVAE, text: torch.Tensor,
+                   text_mask: torch.Tensor | None) -> torch.Tensor:
+    """AVG eq. 6: mean over the items with text of ``||P(MLP(z^(M))) - v_t||^2``."""
+    pred = model.align(out.x_hat)
+    err = (pred - text).pow(2).sum(dim=-1)  # eq. 6, = 2 - 2 cos on unit vectors
+    mask = text_mask.to(err.dtype) if text_mask is not None else torch.ones_like(err)
+    return (err * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def alignment_hook(model: AlignedRQVAE, text: np.ndarray, text_mask: np.ndarray, *,
+                   align_weight: float) -> ExtraLoss:
+    """The ``extra_loss`` of :func:`gcmr.ids.rqvae.train_rqvae` that makes it train the AVG
+    tokenizer (eqs. 3-6): ``align_weight`` times :func:`alignment_loss` of the batch rows
+    ``idx`` against their unit caption vectors ``text[idx]`` (items where ``text_mask`` is
+    False add nothing), logged as ``align``."""
+    def extra_loss(out: RQOutput, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        align = alignment_loss(out, model, torch.from_numpy(text[idx]),
+                               torch.from_numpy(text_mask[idx]))
+        return align_weight * align, {"align": float(align.detach())}
+    return extra_loss
 
 
 @torch.no_grad()
@@ -176,83 +171,6 @@ def init_shared_codebook(model: AlignedRQVAE, sample: torch.Tensor, *, iters: in
             residual = residual - centroids[labels]
     book, _ = kmeans(torch.cat(pooled), k, iters=iters, seed=seed + model.num_levels)
     model.codebooks.data[0] = book
-
-
-BatchFn = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
-
-
-def train_aligned_rqvae(model: AlignedRQVAE, batch_of: BatchFn, num_rows: int,
-                        opts: TrainOptions, *, align_weight: float,
-                        on_step: Callable[[int, int, dict[str, float]], None] | None = None
-                        ) -> dict[str, Any]:
-    """Train the aligned tokenizer on ``num_rows`` rows; ``batch_of(sorted_rows)`` returns
-    ``(items [B, D], text [B, D_t] or None, text_mask [B] or None)``.
-
-    The same recipe as :func:`gcmr.ids.rqvae.train_rqvae` (normalization and k-means codebook
-    init from a seeded sample, Adam with warm-up + inverse-sqrt decay, dead-code restarts),
-    with the alignment term added to the loss and the restarts pooled over all steps when the
-    codebook is shared. Deterministic for ``opts.seed`` on CPU.
-    """
-    gen = torch.Generator().manual_seed(opts.seed)
-    torch.manual_seed(opts.seed)
-    batch_size = min(opts.batch_size, num_rows)
-    steps_per_epoch = -(-num_rows // batch_size)
-    total = opts.epochs * steps_per_epoch
-    if opts.max_steps > 0:
-        total = min(total, opts.max_steps)
-    init_n = min(num_rows, max(opts.init_rows, model.codebook_size))
-    init_idx = np.sort(torch.randperm(num_rows, generator=gen)[:init_n].numpy())
-    sample = batch_of(init_idx)[0]
-    fit_normalization(model, sample)
-    if model.shared:
-        init_shared_codebook(model, sample, iters=opts.kmeans_iters, seed=opts.seed,
-                             max_rows=opts.init_rows)
-    else:
-        init_codebooks(model, sample, iters=opts.kmeans_iters, seed=opts.seed)
-    del sample
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_rsqrt(s, opts.warmup_steps))
-    groups = model.codebooks.shape[0]
-    usage = torch.zeros(groups, model.codebook_size, dtype=torch.int64)
-    restarts = [0] * groups
-    parts: dict[str, float] = {}
-    step = 0
-    model.train()
-    while step < total:
-        order = torch.randperm(num_rows, generator=gen).numpy()
-        for start in range(0, num_rows, batch_size):
-            if step >= total:
-                break
-            x, text, mask = batch_of(np.sort(order[start:start + batch_size]))
-            out = model(x)
-            loss, parts = avg_tokenizer_loss(out, model, text, mask, alpha=opts.alpha,
-                                             beta=opts.beta, align_weight=align_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            if model.shared:
-                usage[0] += torch.bincount(out.codes.flatten(), minlength=model.codebook_size)
-                residuals = [torch.cat(out.residuals)]
-            else:
-                for lvl in range(groups):
-                    usage[lvl] += torch.bincount(out.codes[:, lvl], minlength=model.codebook_size)
-                residuals = out.residuals
-            if opts.restart_interval and step % opts.restart_interval == 0 and step < total:
-                for g, n_dead in enumerate(_restart_dead_codes(
-                        model, optimizer, usage, residuals, opts.restart_threshold, gen)):
-                    restarts[g] += n_dead
-                usage.zero_()
-            if on_step is not None:
-                on_step(step, total, parts)
-    model.eval()
-    return {"steps": total, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
-            "final_loss": parts.get("loss"), "final_recon": parts.get("recon"),
-            "final_quant": parts.get("quant"), "final_align": parts.get("align"),
-            "restarted_codes": restarts}
 
 
 # ----------------------------------------------------------------------------- caption text
@@ -348,20 +266,18 @@ class AvgScheme(IdScheme):
                              cfg.voken_length, n_codes, shared=cfg.shared_codebook,
                              text_dim=0 if text_vec is None else int(text_vec.shape[1]))
 
-        def batch_of(idx: np.ndarray):
-            x = torch.from_numpy(view[idx])
-            if text_vec is None:
-                return x, None, None
-            return x, torch.from_numpy(text_vec[idx]), torch.from_numpy(text_mask[idx])
-
+        # the alignment term of eq. 6 rides on the RQ-VAE recipe as its extra loss (no text
+        # vectors exactly when align_weight == 0, the "w/o cross-modal alignment" ablation)
+        extra_loss = None if text_vec is None else alignment_hook(
+            model, text_vec, text_mask, align_weight=cfg.align_weight)
         opts = _train_options(self.config_, cfg.seed)
-        total = opts.epochs * -(-len(rows) // min(opts.batch_size, len(rows)))
-        total = min(total, opts.max_steps) if opts.max_steps else total
-        with progress_task(show_progress, "AVG tokenizer", total) as update:
-            info = train_aligned_rqvae(
-                model, batch_of, len(rows), opts, align_weight=cfg.align_weight,
+        with progress_task(show_progress, "AVG tokenizer", total_steps(opts, len(rows))) as update:
+            info = train_rqvae(
+                model, lambda idx: torch.from_numpy(view[idx]), len(rows), opts,
+                extra_loss=extra_loss,
                 on_step=lambda s, t, p: update(s, f"loss {p['loss']:.4f}"
                                                   + (f" align {p['align']:.3f}" if "align" in p else "")))
+        info.setdefault("final_align", None)
         self.rqvae_ = model
         self.dim_ = int(emb.shape[1])
         self.semantic_sizes_ = [n_codes] * cfg.voken_length

@@ -72,13 +72,28 @@ class RQVAE(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.shift) / self.scale
 
+    def codebook_of(self, level: int) -> int:
+        """Index into ``codebooks`` of the codebook that quantizes ``level`` (its own here)."""
+        return level
+
+    def book(self, level: int) -> torch.Tensor:
+        """The codebook [C, d] that quantizes ``level``."""
+        return self.codebooks[self.codebook_of(level)]
+
+    def init_codebooks_from(self, sample: torch.Tensor, *, iters: int, seed: int,
+                            max_rows: int) -> None:
+        """Data-driven codebook init before training: :func:`init_codebooks` (k-means of each
+        level's residuals of ``sample``). Subclasses with other codebook layouts override it;
+        ``max_rows`` bounds the rows they may pool."""
+        init_codebooks(self, sample, iters=iters, seed=seed)
+
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor],
                                                   list[torch.Tensor]]:
         """Residual quantization of ``z`` [B, d]: ``(codes [B, M], z_q, residuals, chosen)``."""
         residual = z
         codes, residuals, chosen = [], [], []
         for lvl in range(self.num_levels):
-            book = self.codebooks[lvl]
+            book = self.book(lvl)
             idx = _sq_dist(residual.detach(), book.detach()).argmin(dim=1)
             e = book[idx]
             codes.append(idx)
@@ -93,7 +108,7 @@ class RQVAE(nn.Module):
         codes = torch.as_tensor(codes, dtype=torch.int64)
         out = torch.zeros(codes.shape[0], self.codebooks.shape[2], dtype=self.codebooks.dtype)
         for lvl in range(self.num_levels):
-            out = out + self.codebooks[lvl][codes[:, lvl]]
+            out = out + self.book(lvl)[codes[:, lvl]]
         return out
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
@@ -170,39 +185,61 @@ def init_codebooks(model: RQVAE, sample: torch.Tensor, *, iters: int, seed: int)
         residual = residual - centroids[labels]
 
 
+ExtraLoss = Callable[[RQOutput, np.ndarray], tuple[torch.Tensor, dict[str, float]]]
+
+
+def total_steps(opts: TrainOptions, num_rows: int) -> int:
+    """Optimizer steps :func:`train_rqvae` takes on ``num_rows`` rows (epochs, capped by
+    ``max_steps`` when it is positive)."""
+    total = opts.epochs * -(-num_rows // min(opts.batch_size, num_rows))
+    return min(total, opts.max_steps) if opts.max_steps > 0 else total
+
+
 def train_rqvae(
     model: RQVAE,
     batch_of: Callable[[np.ndarray], torch.Tensor],
     num_rows: int,
     opts: TrainOptions,
     *,
+    extra_loss: ExtraLoss | None = None,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> dict:
     """Train ``model`` on ``num_rows`` rows served by ``batch_of(sorted_row_indices)``.
 
-    Deterministic given ``opts.seed`` (CPU). Returns training info: steps, final losses and
-    the number of dead codes re-seeded per level.
+    The recipe: normalization and codebook init (``model.init_codebooks_from``) from a seeded
+    sample of the rows, then Adam with linear warm-up and inverse-sqrt decay on the eq. 1
+    loss, re-seeding dead codes every ``restart_interval`` steps (usage is counted per
+    codebook, so a codebook shared by several levels pools their codes and residuals).
+
+    ``extra_loss(out, idx)``, when given, adds a term to eq. 1 for every batch: it receives
+    the forward pass ``out`` (:class:`RQOutput`: normalized input, reconstruction, latent,
+    quantized latent, codes) and the sorted row indices ``idx`` of the batch, and returns
+    ``(loss, parts)``: a scalar added to the loss (so its gradient trains the model) and
+    floats logged next to ``loss`` / ``recon`` / ``quant`` (AVG's alignment term, eq. 6).
+
+    Deterministic given ``opts.seed`` (CPU). Returns training info: steps, final losses
+    (``final_<part>``) and the number of dead codes re-seeded per codebook.
     """
     gen = torch.Generator().manual_seed(opts.seed)
     torch.manual_seed(opts.seed)
     batch_size = min(opts.batch_size, num_rows)
     steps_per_epoch = -(-num_rows // batch_size)
-    total = opts.epochs * steps_per_epoch
-    if opts.max_steps > 0:
-        total = min(total, opts.max_steps)
+    total = total_steps(opts, num_rows)
     # normalization and codebook init from a seeded sample of the rows
     init_n = min(num_rows, max(opts.init_rows, model.codebook_size))
     init_idx = np.sort(torch.randperm(num_rows, generator=gen)[:init_n].numpy())
     sample = batch_of(init_idx)
     fit_normalization(model, sample)
-    init_codebooks(model, sample, iters=opts.kmeans_iters, seed=opts.seed)
+    model.init_codebooks_from(sample, iters=opts.kmeans_iters, seed=opts.seed,
+                              max_rows=opts.init_rows)
     del sample
 
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_rsqrt(s, opts.warmup_steps))
-    usage = torch.zeros(model.num_levels, model.codebook_size, dtype=torch.int64)
-    restarts = [0] * model.num_levels
+    groups = model.codebooks.shape[0]
+    usage = torch.zeros(groups, model.codebook_size, dtype=torch.int64)
+    restarts = [0] * groups
     parts: dict[str, float] = {}
     step = 0
     model.train()
@@ -214,24 +251,39 @@ def train_rqvae(
             idx = np.sort(order[start:start + batch_size])
             out = model(batch_of(idx))
             loss, parts = rqvae_loss(out, alpha=opts.alpha, beta=opts.beta)
+            if extra_loss is not None:
+                extra, extra_parts = extra_loss(out, idx)
+                loss = loss + extra
+                parts = {**parts, **extra_parts, "loss": float(loss.detach())}
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             step += 1
             for lvl in range(model.num_levels):
-                usage[lvl] += torch.bincount(out.codes[:, lvl], minlength=model.codebook_size)
+                usage[model.codebook_of(lvl)] += torch.bincount(
+                    out.codes[:, lvl], minlength=model.codebook_size)
             if opts.restart_interval and step % opts.restart_interval == 0 and step < total:
-                for lvl, n_dead in enumerate(_restart_dead_codes(
-                        model, optimizer, usage, out.residuals, opts.restart_threshold, gen)):
-                    restarts[lvl] += n_dead
+                for g, n_dead in enumerate(_restart_dead_codes(
+                        model, optimizer, usage, _residuals_by_codebook(model, out.residuals),
+                        opts.restart_threshold, gen)):
+                    restarts[g] += n_dead
                 usage.zero_()
             if on_step is not None:
                 on_step(step, total, parts)
     model.eval()
+    final = {f"final_{k}": v for k, v in parts.items() if k not in ("loss", "recon", "quant")}
     return {"steps": total, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
             "final_loss": parts.get("loss"), "final_recon": parts.get("recon"),
-            "final_quant": parts.get("quant"), "restarted_codes": restarts}
+            "final_quant": parts.get("quant"), **final, "restarted_codes": restarts}
+
+
+def _residuals_by_codebook(model: RQVAE, residuals: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The residuals each codebook quantized, in level order (levels sharing one are pooled)."""
+    by: list[list[torch.Tensor]] = [[] for _ in range(model.codebooks.shape[0])]
+    for lvl, r in enumerate(residuals):
+        by[model.codebook_of(lvl)].append(r)
+    return [rs[0] if len(rs) == 1 else torch.cat(rs) for rs in by]
 
 
 @torch.no_grad()
@@ -239,7 +291,8 @@ def _restart_dead_codes(model: RQVAE, optimizer: torch.optim.Optimizer, usage: t
                         residuals: list[torch.Tensor], threshold: int,
                         gen: torch.Generator) -> list[int]:
     """Re-seed codes used fewer than ``threshold`` times in the window from random residuals of
-    their level in the current batch; clear their Adam moments so the new vector starts fresh."""
+    their codebook in the current batch (``usage`` and ``residuals`` are per codebook, i.e. per
+    level unless levels share one); clear their Adam moments so the new vector starts fresh."""
     counts = []
     state = optimizer.state.get(model.codebooks, {})
     for lvl, r in enumerate(residuals):
