@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_present(dataset: str, root: Path) -> str | None:
     """None if the dataset's annotations are readable, else why it is skipped."""
-    from gcmr.corpus.importers import read_dataset
+    from gcmr.encoders.importers import read_dataset
     from gcmr.errors import GcmrError
 
     if not root.is_dir():

@@ -136,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_caption)
 
     # ------------------------------------------------------------------ import
-    from gcmr.corpus.importers import DATASETS
+    from gcmr.encoders.importers import DATASETS
 
     p = sub.add_parser(
         "import", help="build a corpus from a benchmark dataset or a captioned media folder",
@@ -273,7 +273,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from gcmr.corpus.importers import import_dataset
+    from gcmr.encoders.importers import import_dataset
 
     summary = import_dataset(
         args.dataset, args.root, args.out, encoder=args.encoder, captioner=args.captioner,

@@ -1,9 +1,9 @@
 """Dataset importers: the six benchmark datasets of the papers (Flickr30K, MS-COCO, Clotho,
 AudioCaps, MSR-VTT, MSVD) and a generic (file, caption) folder, each read from its standard
-annotation files into corpus format v1 (see :mod:`gcmr.corpus.importers.base` for the mapping).
+annotation files into corpus format v1 (see :mod:`gcmr.encoders.importers.base` for the mapping).
 
 ```
-from gcmr.corpus.importers import import_dataset
+from gcmr.encoders.importers import import_dataset
 summary = import_dataset("flickr30k", root="data/flickr30k", out="corpora/flickr30k",
                          encoder="open_clip:ViT-B-32:laion2b_s34b_b79k")
 ```
@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gcmr.corpus.importers.audio import read_audiocaps, read_clotho
-from gcmr.corpus.importers.base import DatasetRecords, MediaRecord
-from gcmr.corpus.importers.build import build_corpus
-from gcmr.corpus.importers.generic import read_generic
-from gcmr.corpus.importers.karpathy import read_coco, read_flickr30k
-from gcmr.corpus.importers.video import read_msrvtt, read_msvd
+from gcmr.encoders.importers.audio import read_audiocaps, read_clotho
+from gcmr.encoders.importers.base import DatasetRecords, MediaRecord
+from gcmr.encoders.importers.build import build_corpus
+from gcmr.encoders.importers.generic import read_generic
+from gcmr.encoders.importers.karpathy import read_coco, read_flickr30k
+from gcmr.encoders.importers.video import read_msrvtt, read_msvd
 from gcmr.errors import ConfigError
 
 READERS: dict[str, Callable[..., DatasetRecords]] = {

@@ -11,7 +11,7 @@ import media_fixtures as mf
 import pytest
 
 from gcmr.corpus import load_corpus
-from gcmr.corpus.importers import import_dataset, read_dataset
+from gcmr.encoders.importers import import_dataset, read_dataset
 from gcmr.errors import ConfigError, GcmrError
 
 # video id -> official split; the 9k list holds video0-3 (video3 is an official "validate"

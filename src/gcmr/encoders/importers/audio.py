@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from gcmr.corpus.importers.base import DatasetRecords, MediaIndex, MediaRecord, find_file
+from gcmr.encoders.importers.base import DatasetRecords, MediaIndex, MediaRecord, find_file
 from gcmr.encoders.media import AUDIO_EXTENSIONS
 from gcmr.errors import GcmrError
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from gcmr.corpus import load_corpus
-from gcmr.corpus.importers import import_dataset, read_dataset
-from gcmr.corpus.importers.generic import hash_split
+from gcmr.encoders.importers import import_dataset, read_dataset
+from gcmr.encoders.importers.generic import hash_split
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
 
 
@@ -122,7 +122,7 @@ def test_interrupted_import_resumes(tmp_path, clip_spec, monkeypatch):
         return real(ids, paths)
 
     monkeypatch.setattr(enc, "encode_items", flaky)
-    from gcmr.corpus.importers import build_corpus
+    from gcmr.encoders.importers import build_corpus
 
     data = read_dataset("generic", root)
     with pytest.raises(KeyboardInterrupt):

@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from gcmr.corpus.importers.base import DatasetRecords, MediaRecord, find_file
+from gcmr.encoders.importers.base import DatasetRecords, MediaRecord, find_file
 from gcmr.encoders.media import guess_modality
 from gcmr.errors import GcmrError
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gcmr.corpus.importers.base import DatasetRecords, MediaIndex, MediaRecord, find_file
+from gcmr.encoders.importers.base import DatasetRecords, MediaIndex, MediaRecord, find_file
 from gcmr.encoders.media import IMAGE_EXTENSIONS
 from gcmr.errors import GcmrError
 

@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from gcmr.corpus.importers.base import DatasetRecords, MediaIndex, MediaRecord, find_file
+from gcmr.encoders.importers.base import DatasetRecords, MediaIndex, MediaRecord, find_file
 from gcmr.encoders.media import VIDEO_EXTENSIONS
 from gcmr.errors import ConfigError, GcmrError
 

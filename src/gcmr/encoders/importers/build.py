@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from gcmr.corpus.format import CorpusWriter
-from gcmr.corpus.importers.base import HUMAN_TRAIN, DatasetRecords, relative_source
+from gcmr.encoders.importers.base import HUMAN_TRAIN, DatasetRecords, relative_source
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
 
 IMPORTER_VERSION = 1

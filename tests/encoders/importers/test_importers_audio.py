@@ -9,7 +9,7 @@ import media_fixtures as mf
 import pytest
 
 from gcmr.corpus import load_corpus
-from gcmr.corpus.importers import import_dataset, read_dataset
+from gcmr.encoders.importers import import_dataset, read_dataset
 from gcmr.errors import ConfigError, GcmrError
 
 CLOTHO_HEADER = ["file_name", "caption_1", "caption_2", "caption_3", "caption_4", "caption_5"]
