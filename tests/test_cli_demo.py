@@ -34,7 +34,7 @@ def test_demo_model_defaults_are_cpu_sized() -> None:
     args = build_parser().parse_args(["demo"])
     assert (args.items, args.epochs) == (2000, 8)
     assert args.d_model is None  # the demo preset applies unless a flag overrides it
-    from gcmr.cli.demo import DEMO_MODEL
+    from gcmr.bench.demo import DEMO_MODEL
 
     assert DEMO_MODEL["d_model"] < 192
 

@@ -171,7 +171,7 @@ def _add_common_bench(p: argparse.ArgumentParser) -> None:
 
 
 def _add_accuracy_options(p: argparse.ArgumentParser) -> None:
-    from gcmr.evaluate.bench_accuracy import DEFAULT_ROWS
+    from gcmr.bench.accuracy import DEFAULT_ROWS
 
     g = p.add_argument_group("accuracy rows")
     g.add_argument("--rows", help=f"comma-separated rows (default all: {','.join(DEFAULT_ROWS)})")
@@ -195,18 +195,18 @@ def _add_accuracy_options(p: argparse.ArgumentParser) -> None:
 def _accuracy_config(args: argparse.Namespace):
     import json
 
+    from gcmr.bench.accuracy import AccuracyConfig, parse_rows
     from gcmr.cli.retrieval import model_options, train_config
-    from gcmr.evaluate.bench_accuracy import AccuracyConfig, parse_rows
 
     index: dict = {}
     if args.index_config:
         index = json.loads(args.index_config.read_text(encoding="utf-8"))
     if args.index_max_steps is not None:
         index["max_steps"] = args.index_max_steps
-    fields = dict(split=args.split, beam=args.beam, restrict=args.restrict,
-                  max_queries=args.max_queries or 0, hnsw=args.hnsw, ef_search=args.ef_search,
-                  grid=args.grid, index=index, train=train_config(args).to_dict(),
-                  model=model_options(args))
+    fields = {"split": args.split, "beam": args.beam, "restrict": args.restrict,
+              "max_queries": args.max_queries or 0, "hnsw": args.hnsw,
+              "ef_search": args.ef_search, "grid": args.grid, "index": index,
+              "train": train_config(args).to_dict(), "model": model_options(args)}
     if args.rows:
         fields["rows"] = parse_rows(args.rows)
     return AccuracyConfig.from_dict(fields, where="bench accuracy options")
@@ -244,7 +244,7 @@ def _add_scale_options(p: argparse.ArgumentParser, *, timing: bool, prefix: str 
 
 
 def _scale_config(args: argparse.Namespace):
-    from gcmr.evaluate.bench_scale import ScaleConfig
+    from gcmr.bench.scale import ScaleConfig
 
     base = ScaleConfig.from_file(args.scale_config) if args.scale_config else ScaleConfig()
     changes = {}
@@ -303,19 +303,19 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from gcmr.evaluate.bench import command_line
+    from gcmr.bench.report import command_line
 
     out = args.out
     work = args.work or (out / "work")
     command = command_line()
     docs = {}
     if args.report in ("accuracy", "all"):
-        from gcmr.evaluate.bench_accuracy import bench_accuracy
+        from gcmr.bench.accuracy import bench_accuracy
 
         docs["accuracy"] = bench_accuracy(args.corpus, out, _accuracy_config(args), work=work,
                                           command=command, show_progress=not args.quiet)
     if args.report in ("throughput", "memory", "all"):
-        from gcmr.evaluate.bench_scale import bench_scale
+        from gcmr.bench.scale import bench_scale
 
         reports = ("memory",) if args.report == "memory" else ("throughput", "memory")
         docs.update(bench_scale(out, _scale_config(args), work=work, reports=reports,

@@ -1,4 +1,5 @@
-"""Evaluation: metrics (pure functions), evaluation runner, benchmark helpers."""
+"""Evaluation: metrics (pure functions) and the evaluation runner (benchmarks live in
+:mod:`gcmr.bench`)."""
 
 from gcmr.evaluate.metrics import mrr_at_k, recall_at_k, retrieval_metrics
 

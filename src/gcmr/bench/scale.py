@@ -1,7 +1,7 @@
 """``gcmr bench throughput`` / ``gcmr bench memory``: speed and serving memory as the number
 of candidate items grows (CART figure 4, measured here).
 
-For each size, the synthetic world's first ``n`` items (:mod:`gcmr.evaluate.bench_world`)
+For each size, the synthetic world's first ``n`` items (:mod:`gcmr.bench.world`)
 get CART identifiers and a trie (``build_index``, fitted on at most ``max_fit_items`` rows),
 and the dense backends are built over the same embeddings (memory-mapped). A model's speed
 does not depend on its weights, so both models are randomly initialized with the default
@@ -119,15 +119,15 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
     ``work`` holds the generated world embeddings (reused across runs). Returns the report
     documents by name.
     """
-    from gcmr.evaluate.bench import command_line, machine_info, write_report
-    from gcmr.evaluate.bench_plots import plot_memory, plot_throughput
-    from gcmr.evaluate.bench_world import ItemsView, sample_queries, world_embeddings, world_texts
+    from gcmr.bench.plots import plot_memory, plot_throughput
+    from gcmr.bench.report import command_line, machine_info, write_report
+    from gcmr.bench.world import ItemsView, sample_queries, world_embeddings, world_texts
     from gcmr.ids import IndexConfig, Trie, build_index
     from gcmr.ids.index import assemble
     from gcmr.model import GenerativeRetrievalModel, ModelConfig, QueryTokenizer
     from gcmr.search.dense import DenseSearchConfig, make_backend
     from gcmr.search.retriever import search_rows
-    from gcmr.train.dense import DenseTower, DenseTowerConfig
+    from gcmr.model.dense import DenseTower, DenseTowerConfig
 
     config = config or ScaleConfig()
     unknown = sorted(set(reports) - {"throughput", "memory"})
@@ -264,17 +264,17 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
     docs: dict[str, dict] = {}
     out = Path(out)
     if timing:
-        notes = [f"{config.batch_queries} concurrent queries per batch, {config.batches} timed "
-                 f"batches after a warm-up; latency over {config.single_queries} single queries; "
-                 f"k = {config.k}; times include tokenization and query encoding.",
-                 "Models are randomly initialized (speed does not depend on weights): the "
-                 f"generative retriever (d_model {arch['d_model']}, FFN {arch['d_ff']}, "
-                 f"{arch['encoder_layers']} encoder + {arch['decoder_layers']} decoder layers, "
-                 f"fusion {arch['fusion']}) and the dense tower with the same encoder "
-                 f"(d_model {tower.config.d_model}, {tower.config.encoder_layers} layers) + a "
-                 f"projection to {config.dim}-d.",
-                 f"Items: the synthetic world's first N items, {config.dim}-d; CART identifiers "
-                 f"fitted on <= {config.max_fit_items:,} of them."]
+        notes = [(f"{config.batch_queries} concurrent queries per batch, {config.batches} "
+                  f"timed batches after a warm-up; latency over {config.single_queries} single "
+                  f"queries; k = {config.k}; times include tokenization and query encoding."),
+                 ("Models are randomly initialized (speed does not depend on weights): the "
+                  f"generative retriever (d_model {arch['d_model']}, FFN {arch['d_ff']}, "
+                  f"{arch['encoder_layers']} encoder + {arch['decoder_layers']} decoder layers, "
+                  f"fusion {arch['fusion']}) and the dense tower with the same encoder "
+                  f"(d_model {tower.config.d_model}, {tower.config.encoder_layers} layers) + a "
+                  f"projection to {config.dim}-d."),
+                 (f"Items: the synthetic world's first N items, {config.dim}-d; CART "
+                  f"identifiers fitted on <= {config.max_fit_items:,} of them.")]
         crossover = throughput_crossover(speed_rows)
         if crossover:
             notes.append(crossover)
@@ -293,23 +293,23 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
             columns=["method", "candidates", "total", "model_bytes", "ids_bytes", "trie_bytes",
                      "embedding_bytes", "index_bytes", "build_s", "note"],
             rows=memory_rows, settings=settings, command=command, machine=machine,
-            notes=["CART serves from model + identifier table (int64 [N, L]) + trie; it needs no "
-                   "item embeddings at query time. Dense exact serves from the normalized float32 "
-                   "embedding matrix in RAM, or streams the memory-mapped file when that does "
-                   "not fit (see note); faiss indexes hold their own copy of the vectors (Flat) or "
-                   "vectors + graph (HNSW). build_s: CART = identifier fit + encode + trie; dense "
-                   "exact = normalizing the matrix into RAM; faiss = train + add. The CART "
-                   "identifier scheme (K-Means + RQ-VAE) is fitted once on at most "
-                   f"{config.max_fit_items:,} items; each size's build_s is that fit time plus "
-                   "encoding its items and building its trie. Training the models is not "
-                   "included."],
+            notes=[("CART serves from model + identifier table (int64 [N, L]) + trie; it needs "
+                    "no item embeddings at query time. Dense exact serves from the normalized "
+                    "float32 embedding matrix in RAM, or streams the memory-mapped file when that "
+                    "does not fit (see note); faiss indexes hold their own copy of the vectors "
+                    "(Flat) or vectors + graph (HNSW). build_s: CART = identifier fit + encode + "
+                    "trie; dense exact = normalizing the matrix into RAM; faiss = train + add. "
+                    "The CART identifier scheme (K-Means + RQ-VAE) is fitted once on at most "
+                    f"{config.max_fit_items:,} items; each size's build_s is that fit time plus "
+                    "encoding its items and building its trie. Training the models is not "
+                    "included.")],
             seconds=seconds)
         plot_memory(memory_rows, out / "memory.png")
     return docs
 
 
 def _human(n: int) -> str:
-    from gcmr.evaluate.bench import human_bytes
+    from gcmr.bench.report import human_bytes
 
     return human_bytes(n)
 

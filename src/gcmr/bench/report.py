@@ -1,17 +1,9 @@
-"""``gcmr bench``: the comparison that decides whether generative retrieval is worth using.
+"""What the benchmark reports share: machine information and the report writer.
 
-Three reports, each written as ``<name>.json`` (rows, settings, the command, the machine),
-``<name>.md`` (a Markdown table) and ``<name>.png`` (matplotlib) under a results directory:
-
-- ``accuracy`` (:func:`gcmr.evaluate.bench_accuracy.bench_accuracy`): R@1/5/10 and MRR@10 of
-  CART and its ablations (CART tables 4, 8, 9), GRACE-style atomic / random identifiers, the
-  dense dual tower with exact and HNSW search, and the corpus's oracle ceiling; optionally the
-  identifier size / length grid (CART tables 6, 7).
-- ``throughput`` and ``memory`` (:func:`gcmr.evaluate.bench_scale.bench_scale`): queries/s for
-  batches of concurrent queries and single-query latency as the candidate pool grows
-  (CART figure 4), and the bytes and build time each method needs to serve each size.
-
-This module holds what the reports share: machine information, the report writer.
+A report is ``<name>.json`` (format ``gcmr-bench``: rows, settings, the command, the machine)
+and ``<name>.md`` (a Markdown table with the command and the machine); the orchestrators
+(:mod:`gcmr.bench.accuracy`, :mod:`gcmr.bench.scale`) add ``<name>.png``
+(:mod:`gcmr.bench.plots`).
 """
 
 from __future__ import annotations

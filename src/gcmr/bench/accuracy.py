@@ -190,9 +190,9 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
                    command: str | None = None, show_progress: bool = True) -> dict:
     """Train and evaluate every row of ``config`` on ``corpus_path`` and write the
     ``accuracy`` report (JSON, Markdown, PNG) to ``out``. Returns the report document."""
+    from gcmr.bench.plots import plot_accuracy
+    from gcmr.bench.report import command_line, machine_info, write_report
     from gcmr.corpus import load_corpus
-    from gcmr.evaluate.bench import command_line, machine_info, write_report
-    from gcmr.evaluate.bench_plots import plot_accuracy
     from gcmr.evaluate.runner import evaluate
     from gcmr.search import load_searcher
     from gcmr.search.dense import DenseRetriever

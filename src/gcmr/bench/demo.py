@@ -1,0 +1,148 @@
+"""The demo pipeline behind ``gcmr demo``: a synthetic world, validated, CART semantic
+identifiers, the generative retriever trained on it, evaluated on the test queries against
+the oracle ceiling, and its batched search throughput measured.
+
+```
+from gcmr.bench.demo import run_demo
+result = run_demo(Path("demo"), items=300, dim=32, epochs=1)
+result.metrics["R@1"], result.queries_per_s, result.model_dir
+```
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gcmr.progress import err_console
+
+# A CPU-sized model for the demo: the library default (d_model 192 / FFN 768, chosen for
+# search speed) trains at ~20-60 pairs/s on two CPU cores, too slow for a first run. This one
+# trains at ~200 pairs/s and keeps the architecture (3 + 3 layers, CART fusion); any model flag
+# overrides it. Measured (benchmarks/model_size.sh): d_model 64 trains 2x faster but reaches
+# R@1 0.105 where 128 reaches 0.450, so the demo uses 128 on a smaller world.
+DEMO_MODEL = {"d_model": 128, "n_heads": 4, "d_ff": 512}
+DEMO_LR = 2e-3
+# the throughput measurement: concurrent queries per batch and beam width
+DEMO_BATCH = 100
+DEMO_BEAM = 10
+
+
+class DemoObserver:
+    """What :func:`run_demo` reports while it runs. The default prints the stage headings and
+    short notes to stderr; override ``index_built`` to show the identifier health tables."""
+
+    def stage(self, title: str) -> None:
+        err_console.rule(f"[bold]{title}")
+
+    def note(self, message: str) -> None:
+        err_console.print(message)
+
+    def index_built(self, index: Any, path: Path) -> None:
+        """Called with the built :class:`~gcmr.ids.SemanticIndex` and the directory it was
+        saved to."""
+
+
+@dataclass
+class DemoResult:
+    """What one demo run measured, and where its artifacts are."""
+
+    work: Path
+    corpus_dir: Path
+    index_dir: Path
+    model_dir: Path
+    metrics: dict[str, float]  # R@1, R@5, R@10, MRR@10 on the test split
+    oracle: dict[str, float]  # the world's ceiling per metric ({} when it has none)
+    queries: int  # test queries evaluated
+    candidates: int  # items ranked
+    queries_per_s: float  # batched search throughput (DEMO_BATCH queries, beam DEMO_BEAM)
+    timings: dict[str, float]  # seconds per stage: "synth + validate", "index", "train"
+    num_pairs: int  # training pairs
+    epochs_run: int
+    best_epoch: int
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model options used
+
+    @property
+    def rows(self) -> list[tuple[str, float, Any, str]]:
+        """The metrics table: (metric, value, oracle ceiling or "-", fraction of the oracle)."""
+        oracle = self.oracle
+        return [(m, v, oracle.get(m, "-"), f"{v / oracle[m]:.1%}" if oracle.get(m) else "-")
+                for m, v in self.metrics.items()]
+
+
+def run_demo(work: str | Path, *, items: int = 2000, dim: int = 1024, epochs: int = 8,
+             lr: float = DEMO_LR, threads: int = 0, seed: int = 0,
+             model_options: dict[str, Any] | None = None, show_progress: bool = True,
+             observer: DemoObserver | None = None) -> DemoResult:
+    """Run the whole pipeline under ``work`` (``corpus/``, ``index/``, ``model/``, replaced if
+    they exist) and return what it measured.
+
+    ``model_options`` override :data:`DEMO_MODEL` (a CPU-sized model); ``threads`` is torch's
+    CPU thread count (0 = torch's default). ``observer`` receives the stage headings and notes
+    (default: :class:`DemoObserver`, printed to stderr); ``show_progress`` shows progress bars.
+    """
+    from gcmr.corpus import load_corpus, summarize
+    from gcmr.corpus.synth import SynthConfig, synthesize
+    from gcmr.evaluate.runner import evaluate
+    from gcmr.ids import IndexConfig, build_index
+    from gcmr.search.retriever import Retriever
+    from gcmr.train import TrainConfig, train
+
+    observer = observer or DemoObserver()
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    observer.stage(f"1/4 synthetic world: {items:,} items, D = {dim}")
+    t0 = time.perf_counter()
+    corpus_dir = work / "corpus"
+    synthesize(corpus_dir, SynthConfig(num_items=items, seed=seed, dim=dim), overwrite=True)
+    corpus = load_corpus(corpus_dir)
+    summary = summarize(corpus)
+    timings["synth + validate"] = time.perf_counter() - t0
+    observer.note(f"valid corpus: {summary['items']:,} items, splits {summary['splits']}")
+
+    observer.stage("2/4 CART semantic identifiers")
+    t0 = time.perf_counter()
+    index = build_index(corpus, IndexConfig(scheme="cart", seed=seed), show_progress=show_progress)
+    index_dir = index.save(work / "index", overwrite=True)
+    timings["index"] = time.perf_counter() - t0
+    observer.index_built(index, index_dir)
+
+    observer.stage("3/4 training the generative retriever")
+    t0 = time.perf_counter()
+    config = TrainConfig(epochs=epochs, seed=seed, lr=lr, num_threads=max(0, threads))
+    options = {**DEMO_MODEL, **(model_options or {})}
+    observer.note("model: " + ", ".join(f"{k} {v}" for k, v in options.items())
+                  + f"; {epochs} epochs, lr {lr:g}")
+    model_dir = work / "model"
+    result = train(index_dir, model_dir, config=config, model_options=options, overwrite=True,
+                   show_progress=show_progress)
+    timings["train"] = time.perf_counter() - t0
+
+    observer.stage("4/4 evaluation on the test queries")
+    retriever = Retriever.load(model_dir)
+    report = evaluate(retriever, corpus, "test", k=10, beam=DEMO_BEAM)
+    qps = measure_throughput(retriever, [q.text for q in corpus.split("test")],
+                             batch=DEMO_BATCH, beam=DEMO_BEAM)
+    return DemoResult(
+        work=work, corpus_dir=corpus_dir, index_dir=Path(index_dir), model_dir=model_dir,
+        metrics=dict(report["metrics"]), oracle=dict(report["oracle"] or {}),
+        queries=report["queries"], candidates=report["candidates"], queries_per_s=qps,
+        timings=timings, num_pairs=result.num_pairs, epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch, model_options=options)
+
+
+def measure_throughput(retriever: Any, texts: list[str], *, batch: int = 100, beam: int = 10,
+                       repeats: int = 3) -> float:
+    """Queries per second of batched search (best of ``repeats`` runs over one batch)."""
+    texts = (texts * (batch // max(1, len(texts)) + 1))[:batch]
+    retriever.search_rows(texts[: min(8, batch)], k=10, beam=beam)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        retriever.search_rows(texts, k=10, beam=beam, batch_size=batch)
+        best = min(best, time.perf_counter() - t0)
+    return len(texts) / best
