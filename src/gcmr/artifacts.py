@@ -62,11 +62,18 @@ def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, final)
+
+
+def replace_dir(new: str | Path, final: str | Path) -> None:
+    """Move the complete directory ``new`` to ``final``, replacing what is there: the old
+    directory is renamed aside, the new one renamed into place, then the old one removed."""
+    new, final = Path(new), Path(final)
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(final, old)
-    os.replace(tmp, final)
+    os.replace(new, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -184,7 +184,7 @@ def _tiny_config(**changes):
 
 
 def test_info_nce_multi_positive_and_symmetric() -> None:
-    from gcmr.train.dense import info_nce
+    from gcmr.train.losses import info_nce
 
     torch.manual_seed(0)
     items = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)

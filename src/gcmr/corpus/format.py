@@ -223,6 +223,16 @@ def load_corpus(
     return corpus
 
 
+def read_items(path: str | Path, *, load_captions: bool = True
+               ) -> tuple[list[str], list[list[str]] | None, list[str | None] | None]:
+    """Read and validate one ``items.jsonl`` (ids, captions, sources in row order) without the
+    rest of the corpus; raises :class:`CorpusError` naming every bad line and field."""
+    problems = _Problems()
+    out = _read_items(Path(path), problems, None, load_captions)
+    problems.raise_if_any()
+    return out
+
+
 def _read_json_file(path: Path, problems: _Problems) -> Any:
     if not path.is_file():
         problems.add(f"{path}: missing file")

@@ -3,7 +3,7 @@ ablation baselines), the identifier index artifact and the prefix trie as tensor
 
 from gcmr.ids import avg as _avg  # noqa: F401  registers the "avg" scheme
 from gcmr.ids.config import IndexConfig
-from gcmr.ids.index import SemanticIndex, build_index, load_index
+from gcmr.ids.index import SemanticIndex, build_index, load_index, load_index_and_corpus
 from gcmr.ids.schemes import SCHEMES, IdScheme, NotFittedError, register_scheme
 from gcmr.ids.stats import index_stats, unique_counter
 from gcmr.ids.trie import Trie
@@ -18,6 +18,7 @@ __all__ = [
     "build_index",
     "index_stats",
     "load_index",
+    "load_index_and_corpus",
     "register_scheme",
     "unique_counter",
 ]

@@ -274,7 +274,8 @@ def build_index(corpus: Any, config: IndexConfig, *, show_progress: bool = True,
               "cpu_s": round(time.process_time() - cpu0, 3), "threads": torch.get_num_threads()}
     return SemanticIndex(config=scheme.config_, codes=codes, level_sizes=sizes,
                          item_ids=list(corpus.ids), trie=trie, stats=stats,
-                         corpus_path=str(corpus.path), corpus_fingerprint=corpus.fingerprint,
+                         corpus_path=str(Path(corpus.path).resolve()),
+                         corpus_fingerprint=corpus.fingerprint,
                          scheme=scheme, timing=timing)
 
 
@@ -288,3 +289,24 @@ def load_index(path: str | Path, *, corpus: Any = None) -> SemanticIndex:
             f"{corpus.path} has fingerprint {corpus.fingerprint}; rebuild it with "
             f"`gcmr index {corpus.path} {path} --overwrite`")
     return index
+
+
+def load_index_and_corpus(index_path: str | Path, corpus_path: str | Path | None = None, *,
+                          load_captions: bool = True) -> tuple[SemanticIndex, Any]:
+    """Load an index and the corpus it was built from (``corpus_path``, or the path the index
+    recorded, resolved against the index directory when relative); refuse a corpus whose
+    fingerprint differs."""
+    from gcmr.corpus import load_corpus
+
+    index = load_index(index_path)
+    path = Path(corpus_path) if corpus_path else Path(index.corpus_path)
+    if not path.is_absolute() and not path.exists():
+        path = Path(index_path) / path
+    corpus = load_corpus(path, load_captions=load_captions)
+    if corpus.fingerprint != index.corpus_fingerprint:
+        raise ArtifactError(
+            f"index {index_path} was built from a corpus with fingerprint "
+            f"{index.corpus_fingerprint}, but {path} has fingerprint {corpus.fingerprint}; "
+            f"rebuild the index with `gcmr index {path} ...`"
+        )
+    return index, corpus

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,8 @@ from torch import nn
 
 from gcmr.errors import ConfigError
 from gcmr.model.config import ModelConfig
-from gcmr.model.layers import KV, CartFusion, DecoderLayer, EncoderLayer
+from gcmr.model.decoding import IdentifierDecoder
+from gcmr.model.layers import KV, CartFusion, DecoderLayer, QueryEncoder, rename_legacy_keys
 
 BOS = 0
 
@@ -64,12 +66,21 @@ class DecoderCache:
                              for k, v in self.kv])
 
 
-class GenerativeRetrievalModel(nn.Module):
+class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
     """Encoder-decoder transformer of CART section 3.4, trained from scratch (Xavier-uniform).
 
-    ``forward`` is teacher forcing; ``encode`` + ``decode_step`` + ``level_log_probs`` are the
-    incremental decoding used by :func:`gcmr.search.beam.constrained_beam_search`.
+    ``forward`` is teacher forcing (:class:`~gcmr.model.decoding.IdentifierDecoder`);
+    ``encode`` + ``decode_step`` + ``level_log_probs`` are the incremental decoding used by
+    :func:`gcmr.search.beam.constrained_beam_search`.
     """
+
+    start_token = BOS
+    # parameter names before the query encoder became its own module (model dirs of gcmr 0.1)
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {
+        "token_embedding.": "query_encoder.token_embedding.",
+        "position_embedding.": "query_encoder.position_embedding.",
+        "encoder.": "query_encoder.layers.",
+        "memory_norms.": "query_encoder.norms."}
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -77,10 +88,7 @@ class GenerativeRetrievalModel(nn.Module):
         d, h, f, p = config.d_model, config.n_heads, config.d_ff, config.dropout
         sizes = config.level_sizes
         self.embed_scale = math.sqrt(d)
-        self.token_embedding = nn.Embedding(config.vocab_size, d)
-        self.position_embedding = nn.Embedding(config.max_query_length, d)
-        self.encoder = nn.ModuleList(EncoderLayer(d, h, f, p) for _ in range(config.encoder_layers))
-        self.memory_norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(config.encoder_layers))
+        self.query_encoder = QueryEncoder(**config.encoder_kwargs(), norms="every")
         self.code_embedding = nn.Embedding(1 + sum(sizes), d)  # BOS + level-tagged codes
         self.level_embedding = nn.Embedding(len(sizes), d)
         self.decoder = nn.ModuleList(
@@ -98,15 +106,11 @@ class GenerativeRetrievalModel(nn.Module):
                              persistent=False)
         self.register_buffer("level_size_tensor", torch.tensor(sizes, dtype=torch.int64),
                              persistent=False)
+        self._register_load_state_dict_pre_hook(self._rename_legacy)
         self.reset_parameters()
 
-    @property
-    def level_sizes(self) -> list[int]:
-        return self.config.level_sizes
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.config.level_sizes)
+    def _rename_legacy(self, state_dict, prefix, *args) -> None:
+        rename_legacy_keys(state_dict, prefix, self.LEGACY_KEYS)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -135,13 +139,7 @@ class GenerativeRetrievalModel(nn.Module):
         if t > self.config.max_query_length:
             raise ConfigError(f"queries have {t} tokens, the model takes at most "
                               f"{self.config.max_query_length} (truncate them in the tokenizer)")
-        x = self.token_embedding(input_ids) * self.embed_scale
-        x = self.drop(x + self.position_embedding.weight[:t])
-        mask = attention_mask.to(torch.bool)[:, None, None, :]
-        layers = []
-        for layer, norm in zip(self.encoder, self.memory_norms):
-            x = layer(x, mask)
-            layers.append(norm(x))
+        layers, mask = self.query_encoder(input_ids, attention_mask)
         memory = [layer.fusion.memory(layers) for layer in self.decoder]
         return EncoderOutput(layers, mask, memory)
 
@@ -159,7 +157,6 @@ class GenerativeRetrievalModel(nn.Module):
         ``cache`` holds the K/V of the earlier positions of those same B*M sequences, in the
         same order. Returns the final hidden states [B, M, d] and the extended cache.
         """
-        b, m = tokens.shape
         pos = 0 if cache is None else cache.length
         x = self.code_embedding(tokens) * self.embed_scale + self.level_embedding.weight[pos]
         x = self.drop(x).unsqueeze(2)  # [B, M, 1, d]
@@ -169,61 +166,17 @@ class GenerativeRetrievalModel(nn.Module):
             new_kv.append(kv)
         return self.final_norm(x.squeeze(2)), DecoderCache(new_kv)
 
+    def decoder_hidden(self, enc: EncoderOutput, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced final hidden states [B, K, n, d] of decoder inputs [B, K, n]."""
+        n = tokens.shape[-1]
+        x = self.code_embedding(tokens) * self.embed_scale + self.level_embedding.weight[:n]
+        x = self.drop(x)
+        for i, layer in enumerate(self.decoder):
+            x, _ = layer(x, enc.memory[i], enc.mask)
+        return self.final_norm(x)
+
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """Logits [..., level_sizes[level]] of the codes of ``level``."""
         start, size = self.offsets[level], self.config.level_sizes[level]
         weight = self.code_embedding.weight[1:] if self.output is None else self.output.weight
         return F.linear(hidden, weight[start:start + size], self.output_bias[start:start + size])
-
-    def level_log_probs(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
-        """Log-softmax over the codes of ``level`` (CART eq. 6 factor of that step)."""
-        return torch.log_softmax(self.level_logits(hidden, level).float(), dim=-1)
-
-    def decode_logits(self, enc: EncoderOutput, codes: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing on encoded queries: ``codes`` [B, L] or [B, K, L] (K candidate
-        identifiers per query) -> logits [B, (K,) L, Vmax]; step ``l`` sees BOS + codes[..., :l];
-        entries at or beyond ``level_sizes[l]`` are -inf."""
-        squeeze = codes.dim() == 2
-        if squeeze:
-            codes = codes.unsqueeze(1)
-        b, k, n = codes.shape
-        if b != enc.batch_size or n != self.num_levels:
-            raise ConfigError(f"codes must be [{enc.batch_size}, (K,) {self.num_levels}], got "
-                              f"{tuple(codes[:, 0].shape if squeeze else codes.shape)}")
-        if bool(((codes < 0) | (codes >= self.level_size_tensor)).any()):
-            raise ConfigError(f"codes fall outside the level sizes {self.config.level_sizes}")
-        bos = torch.full((b, k, 1), BOS, dtype=torch.int64, device=codes.device)
-        levels = torch.arange(n - 1, device=codes.device)
-        tokens = torch.cat([bos, self.token_ids(levels, codes[..., :-1])], dim=-1)
-        x = self.code_embedding(tokens) * self.embed_scale + self.level_embedding.weight[:n]
-        x = self.drop(x)
-        for i, layer in enumerate(self.decoder):
-            x, _ = layer(x, enc.memory[i], enc.mask)
-        hidden = self.final_norm(x)  # [B, K, L, d]
-        vmax = max(self.config.level_sizes)
-        logits = hidden.new_full((b, k, n, vmax), float("-inf"))
-        for level in range(n):
-            logits[:, :, level, :self.config.level_sizes[level]] = self.level_logits(
-                hidden[:, :, level], level)
-        return logits[:, 0] if squeeze else logits
-
-    # ---- public entry points -------------------------------------------------------------
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                codes: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits [B, L, Vmax] (or [B, K, L, Vmax] for codes [B, K, L])."""
-        return self.decode_logits(self.encode(input_ids, attention_mask), codes)
-
-    def sequence_log_prob(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          codes: torch.Tensor) -> torch.Tensor:
-        """``log p(codes | query)`` = sum over levels of the level log-softmax (differentiable).
-
-        ``codes`` [B, L] -> [B]; [B, K, L] -> [B, K] (the query is encoded once for its K
-        candidates, e.g. to rescore beam-search results with gradients).
-        """
-        return self.score_codes(self.encode(input_ids, attention_mask), codes)
-
-    def score_codes(self, enc: EncoderOutput, codes: torch.Tensor) -> torch.Tensor:
-        """:meth:`sequence_log_prob` on already encoded queries."""
-        logp = torch.log_softmax(self.decode_logits(enc, codes).float(), dim=-1)
-        return logp.gather(-1, codes.unsqueeze(-1)).squeeze(-1).sum(-1)

@@ -1,5 +1,6 @@
 """Transformer blocks of the retriever: attention with precomputable memory K/V, the CART fusion
-block (coarse + fine fusion, CART section 3.4, eqs. 2-5), encoder and decoder layers.
+block (coarse + fine fusion, CART section 3.4, eqs. 2-5), encoder and decoder layers, and the
+query encoder that the generative retriever and the dense tower share.
 
 Shapes: ``B`` queries, ``T`` query tokens, ``M`` identifier sequences per query (beams or
 candidates), ``n`` decoder positions in this call, ``S`` encoder layers, ``H`` heads.
@@ -11,6 +12,8 @@ the memory independently, so all beams of a query share the memory's K/V without
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -210,3 +213,65 @@ class DecoderLayer(nn.Module):
         fused = self.fusion(self.norm2(x).reshape(b, m * n, d), memory, mask)
         x = x + self.drop(fused.view(b, m, n, d))
         return x + self.drop(self.ffn(self.norm3(x))), present
+
+
+class QueryEncoder(nn.Module):
+    """The text encoder of every gcmr model: token embedding scaled by sqrt(d) plus learned
+    positions, dropout, then ``num_layers`` pre-norm :class:`EncoderLayer` s.
+
+    ``norms = "every"`` layer-normalizes every layer's output and returns all of them (the
+    memories of CART's fusion decoder, section 3.4); ``norms = "last"`` returns only the final
+    layer, normalized (what a pooled dense tower reads). Parameters are initialized by the
+    owning model (``reset_parameters`` there draws from one seeded generator in module order).
+    """
+
+    def __init__(self, *, vocab_size: int, d_model: int, n_heads: int, d_ff: int,
+                 num_layers: int, dropout: float, max_length: int, norms: str = "every") -> None:
+        super().__init__()
+        if norms not in ("every", "last"):
+            raise ValueError(f"norms must be 'every' or 'last', got {norms!r}")
+        self.max_length = max_length
+        self.embed_scale = math.sqrt(d_model)
+        self.token_embedding = nn.Embedding(vocab_size, d_model)
+        self.position_embedding = nn.Embedding(max_length, d_model)
+        self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout)
+                                    for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model)
+                                   for _ in range(num_layers if norms == "every" else 1))
+        self.every = norms == "every"
+        self.drop = nn.Dropout(dropout)
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.token_embedding.num_embeddings
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``input_ids`` / ``attention_mask`` [B, T] -> (normalized layer outputs, each
+        [B, T, d]; the bool key mask [B, 1, 1, T], True at real tokens)."""
+        t = input_ids.shape[1]
+        x = self.token_embedding(input_ids) * self.embed_scale
+        x = self.drop(x + self.position_embedding.weight[:t])
+        mask = attention_mask.to(torch.bool)[:, None, None, :]
+        outputs = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask)
+            if self.every:
+                outputs.append(self.norms[i](x))
+        if not self.every:
+            outputs.append(self.norms[0](x))
+        return outputs, mask
+
+
+def rename_legacy_keys(state_dict: dict, prefix: str, renames: dict[str, str]) -> None:
+    """Rename, in place, the keys of a state dict written before a module was moved: each
+    ``prefix + old`` key prefix becomes ``prefix + new`` (a ``load_state_dict`` pre-hook, so
+    model directories written by earlier versions still load)."""
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        for old, new in renames.items():
+            if rest.startswith(old):
+                state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                break

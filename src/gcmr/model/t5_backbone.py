@@ -3,10 +3,12 @@ identifier tokens (AVG table 6: initializing token-to-voken generation from T5).
 
 ``T5Backbone`` exposes the interface the rest of gcmr uses on
 :class:`~gcmr.model.GenerativeRetrievalModel`: teacher forcing (``forward``,
-``decode_logits``, ``sequence_log_prob``, ``score_codes``), the incremental decoding that
-:func:`gcmr.search.beam.constrained_beam_search` drives (``encode``, ``decode_step``,
-``level_log_probs``, ``token_ids``), and ``level_sizes`` / ``num_levels``. So the beam search,
-CART's losses and :func:`gcmr.train.avg.avg_loss` run on it unchanged.
+``decode_logits``, ``sequence_log_prob``, ``score_codes``: shared code in
+:class:`~gcmr.model.decoding.IdentifierDecoder`, on top of this module's ``decoder_hidden``),
+the incremental decoding that :func:`gcmr.search.beam.constrained_beam_search` drives
+(``encode``, ``decode_step``, ``level_log_probs``, ``token_ids``), and ``level_sizes`` /
+``num_levels``. So the beam search, CART's losses and :func:`gcmr.train.avg.avg_loss` run on
+it unchanged.
 
 Vocabulary. Code ``c`` of level ``l`` is a new token (voken ``<v{l}_{c}>``) with id
 ``base_vocab + offsets[l] + c`` (level-tagged, as in our own model; identifiers never pass
@@ -41,6 +43,7 @@ from torch import nn
 from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
 from gcmr.extras import require
+from gcmr.model.decoding import IdentifierDecoder
 from gcmr.model.tokenizer import QueryTokenizer
 
 
@@ -100,7 +103,7 @@ def _is_local(source: str) -> bool:
     return Path(source).expanduser().exists()
 
 
-class T5Backbone(nn.Module):
+class T5Backbone(IdentifierDecoder, nn.Module):
     """``T5ForConditionalGeneration`` with identifier tokens, behind the retriever interface."""
 
     def __init__(self, t5: nn.Module, config: T5BackboneConfig) -> None:
@@ -123,8 +126,9 @@ class T5Backbone(nn.Module):
         # original T5 scales decoder outputs by d**-0.5 before the (tied) LM head; v1.1 does not
         self.output_scale = (t5_cfg.d_model ** -0.5) if getattr(
             t5_cfg, "scale_decoder_outputs", getattr(t5_cfg, "tie_word_embeddings", True)) else 1.0
-        self.start_id = int(t5_cfg.decoder_start_token_id
-                            if t5_cfg.decoder_start_token_id is not None else t5_cfg.pad_token_id)
+        self.start_token = int(t5_cfg.decoder_start_token_id
+                               if t5_cfg.decoder_start_token_id is not None
+                               else t5_cfg.pad_token_id)
 
     # ---- construction ---------------------------------------------------------------------
 
@@ -202,14 +206,6 @@ class T5Backbone(nn.Module):
 
     # ---- retriever interface ------------------------------------------------------------
 
-    @property
-    def level_sizes(self) -> list[int]:
-        return self.config.level_sizes
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.config.level_sizes)
-
     def voken_embedding_weight(self) -> torch.Tensor:
         """The embedding matrix the identifier tokens are read from (rows :meth:`token_ids`)."""
         return self.t5.get_input_embeddings().weight
@@ -226,7 +222,7 @@ class T5Backbone(nn.Module):
         hidden = self.t5.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         return T5EncoderOutput(hidden, attention_mask.to(torch.bool))
 
-    def _decode(self, enc: T5EncoderOutput, tokens: torch.Tensor) -> torch.Tensor:
+    def decoder_hidden(self, enc: T5EncoderOutput, tokens: torch.Tensor) -> torch.Tensor:
         """T5 decoder on ``tokens`` [B, K, n] (K sequences per query) -> hidden [B, K, n, d]."""
         b, k, n = tokens.shape
         hidden = enc.hidden.unsqueeze(1).expand(b, k, *enc.hidden.shape[1:]).reshape(
@@ -242,9 +238,6 @@ class T5Backbone(nn.Module):
         weight = self.t5.get_output_embeddings().weight[start:start + self.level_sizes[level]]
         return F.linear(hidden, weight)
 
-    def level_log_probs(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
-        return torch.log_softmax(self.level_logits(hidden, level).float(), dim=-1)
-
     def decode_step(self, enc: T5EncoderOutput, tokens: torch.Tensor,
                     cache: PrefixCache | None) -> tuple[torch.Tensor, PrefixCache]:
         """One decoding step for ``M`` sequences per query (``tokens`` [B, M] = the newest
@@ -252,46 +245,11 @@ class T5Backbone(nn.Module):
         the decoder on the whole prefix (see the module docstring)."""
         b, m = tokens.shape
         if cache is None:
-            prefix = torch.full((b * m, 1), self.start_id, dtype=torch.int64, device=tokens.device)
+            prefix = torch.full((b * m, 1), self.start_token, dtype=torch.int64, device=tokens.device)
         else:
             prefix = torch.cat([cache.tokens, tokens.reshape(b * m, 1)], dim=1)
-        hidden = self._decode(enc, prefix.view(b, m, -1))[:, :, -1]
+        hidden = self.decoder_hidden(enc, prefix.view(b, m, -1))[:, :, -1]
         return hidden, PrefixCache(prefix)
-
-    def decode_logits(self, enc: T5EncoderOutput, codes: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: ``codes`` [B, L] or [B, K, L] -> logits [B, (K,) L, Vmax] (-inf at
-        codes a level does not have)."""
-        squeeze = codes.dim() == 2
-        if squeeze:
-            codes = codes.unsqueeze(1)
-        b, k, n = codes.shape
-        if b != enc.batch_size or n != self.num_levels:
-            raise ConfigError(f"codes must be [{enc.batch_size}, (K,) {self.num_levels}], got "
-                              f"{tuple(codes.shape)}")
-        if bool(((codes < 0) | (codes >= self.level_size_tensor)).any()):
-            raise ConfigError(f"codes fall outside the level sizes {self.level_sizes}")
-        start = torch.full((b, k, 1), self.start_id, dtype=torch.int64, device=codes.device)
-        levels = torch.arange(n - 1, device=codes.device)
-        tokens = torch.cat([start, self.token_ids(levels, codes[..., :-1])], dim=-1)
-        hidden = self._decode(enc, tokens)
-        vmax = max(self.level_sizes)
-        logits = hidden.new_full((b, k, n, vmax), float("-inf"))
-        for level in range(n):
-            logits[:, :, level, :self.level_sizes[level]] = self.level_logits(
-                hidden[:, :, level], level)
-        return logits[:, 0] if squeeze else logits
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                codes: torch.Tensor) -> torch.Tensor:
-        return self.decode_logits(self.encode(input_ids, attention_mask), codes)
-
-    def sequence_log_prob(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          codes: torch.Tensor) -> torch.Tensor:
-        return self.score_codes(self.encode(input_ids, attention_mask), codes)
-
-    def score_codes(self, enc: T5EncoderOutput, codes: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax(self.decode_logits(enc, codes).float(), dim=-1)
-        return logp.gather(-1, codes.unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
 @torch.no_grad()

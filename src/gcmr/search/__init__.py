@@ -2,41 +2,71 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from gcmr.errors import ArtifactError
 
 
+@runtime_checkable
+class Searcher(Protocol):
+    """What every gcmr searcher offers (generative :class:`~gcmr.search.retriever.Retriever`,
+    :class:`~gcmr.search.dense.DenseRetriever`, :class:`~gcmr.search.dense.ZeroShotSearcher`):
+    faiss-shaped batch search over one corpus.
+
+    ``beam`` follows :func:`gcmr.search.beam.effective_beam` for generative searchers
+    (``None`` = max(10, k)); dense searchers have none and accept only ``None``.
+    ``candidates`` restricts the pool to those corpus rows.
+    """
+
+    @property
+    def item_ids(self) -> list[str]: ...
+
+    @property
+    def corpus_path(self) -> Path: ...
+
+    @property
+    def corpus_fingerprint(self) -> str: ...
+
+    def search(self, queries: str | Sequence[str], *, k: int = 10, beam: int | None = None,
+               candidates: Any = None) -> tuple[Any, Any]:
+        """``(scores float32 [Q, k], item_ids object [Q, k])``, ``""`` padding."""
+        ...
+
+    def search_rows(self, queries: Sequence[str], *, k: int = 10, beam: int | None = None,
+                    candidates: Any = None, batch_size: int = 256) -> tuple[Any, Any]:
+        """``(scores float32 [Q, k], rows int64 [Q, k])``, -inf / -1 padding."""
+        ...
+
+    def item_descriptions(self) -> Callable[[int], str]:
+        """``row -> first caption or source`` for display."""
+        ...
+
+
 def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None,
-                  device: str = "auto") -> Any:
+                  device: str = "auto") -> Searcher:
     """Load any trained model directory by its manifest format.
 
     ``gcmr-model`` (generative: CART / AVG) -> :class:`~gcmr.search.retriever.Retriever`;
-    ``gcmr-dense`` (dual tower) -> :class:`~gcmr.search.dense.DenseRetriever`. Both offer
-    ``search``/``search_rows``, ``item_ids``, ``item_descriptions()`` and the corpus identity.
+    ``gcmr-dense`` (dual tower) -> :class:`~gcmr.search.dense.DenseRetriever`.
     """
-    path = Path(model_dir) / "manifest.json"
-    try:
-        fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing manifest; is {model_dir} a model directory?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise ArtifactError(f"{path}: corrupted manifest ({exc})") from exc
-    if fmt == "gcmr-model":
+    from gcmr.model.io import DENSE_FORMAT, MODEL_FORMAT, manifest_format
+
+    fmt = manifest_format(model_dir)
+    if fmt == MODEL_FORMAT:
         from gcmr.search.retriever import Retriever
 
         return Retriever.load(model_dir, index_path=index_path, device=device)
-    if fmt == "gcmr-dense":
+    if fmt == DENSE_FORMAT:
         from gcmr.search.dense import DenseRetriever
 
         return DenseRetriever.load(model_dir, device=device)
-    raise ArtifactError(f"{path}: format {fmt!r} is not a model gcmr can search with "
-                        f"(expected gcmr-model or gcmr-dense)")
+    raise ArtifactError(f"{Path(model_dir) / 'manifest.json'}: format {fmt!r} is not a model "
+                        f"gcmr can search with (expected {MODEL_FORMAT} or {DENSE_FORMAT})")
 
 
-def ranked_hits(searcher: Any, scores: Any, rows: Any, describe: Any) -> list[list[dict]]:
+def ranked_hits(searcher: Searcher, scores: Any, rows: Any, describe: Any) -> list[list[dict]]:
     """Per query, the ranked results of ``search_rows`` as dicts ``{rank, id, score,
     caption}`` (padding dropped); ``describe`` maps an item row to its caption or source."""
     ids = searcher.item_ids
@@ -46,4 +76,4 @@ def ranked_hits(searcher: Any, scores: Any, rows: Any, describe: Any) -> list[li
             for srow, rrow in zip(scores, rows)]
 
 
-__all__ = ["load_searcher", "ranked_hits"]
+__all__ = ["Searcher", "load_searcher", "ranked_hits"]

@@ -19,28 +19,34 @@ a result list has no duplicates and each identifier is exactly one item.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from gcmr.errors import ConfigError
 from gcmr.ids.trie import Trie
 from gcmr.model.generative import BOS, GenerativeRetrievalModel
-from gcmr.progress import note
 
-_noted_widths: set[tuple[int, int]] = set()
+DEFAULT_BEAM = 10
 
 
-def effective_beam(beam: int, k: int) -> int:
-    """The beam width used for ``(beam, k)``: ``max(beam, k)``.
+def effective_beam(beam: int | None, k: int) -> int:
+    """The beam width of a search for ``k`` results: the one rule every searcher follows.
 
-    A beam narrower than ``k`` could not return ``k`` items, so it is widened to ``k`` (noted
-    once per pair on stderr) rather than refused or padded.
+    ``None`` means ``max(DEFAULT_BEAM, k)``; a beam narrower than ``k`` could not return ``k``
+    distinct items, so it is widened to ``k`` (``max(beam, k)``). Callers that want to tell
+    the user (the CLI) compare the result with what they asked for.
     """
+    if beam is None:
+        beam = DEFAULT_BEAM
+    try:
+        if isinstance(beam, bool) or isinstance(k, bool):
+            raise TypeError
+        beam, k = operator.index(beam), operator.index(k)
+    except TypeError:
+        raise ConfigError(f"beam and k must be integers, got beam={beam!r}, k={k!r}") from None
     if beam < 1 or k < 1:
         raise ConfigError(f"beam and k must be >= 1, got beam={beam}, k={k}")
-    if k > beam and (beam, k) not in _noted_widths:
-        _noted_widths.add((beam, k))
-        note(f"k={k} is larger than beam={beam}: searching with beam {k} so that {k} distinct "
-             f"items can be returned")
     return max(beam, k)
 
 
@@ -53,7 +59,7 @@ def constrained_beam_search(model: GenerativeRetrievalModel, input_ids: torch.Te
     Returns ``scores`` float32 [B, k] (sequence log-probabilities, best first), ``rows`` int64
     [B, k] (item rows from the trie's last level) and ``codes`` int64 [B, k, L]; where fewer than
     ``k`` identifiers exist, the tail is padded with -inf / -1 / -1. ``k`` defaults to ``beam``;
-    ``k > beam`` searches with beam ``k`` (see :func:`effective_beam`).
+    ``k > beam`` searches with beam ``k`` (:func:`effective_beam`, the rule of every searcher).
 
     Runs without gradients and in the model's current mode (call ``model.eval()`` for
     deterministic results). To train through the results, rescore the returned codes with

@@ -18,14 +18,14 @@ float16, row i = line i of ``queries/<split>.jsonl``, e.g. CLIP text embeddings 
 Both offer the searcher interface of :func:`gcmr.search.load_searcher`:
 ``search(queries, k) -> (scores, item_ids)``, ``search_rows(texts, k, candidates=) ->
 (scores float32 [Q, k], rows int64 [Q, k])`` (-inf / -1 padding), ``item_ids``,
-``item_descriptions()``, ``corpus_path``, ``corpus_fingerprint``. ``beam`` is accepted and
-ignored. ``candidates`` restricts the pool to those corpus rows (a sub-index over them is
-built once and cached, as the generative Retriever caches a sub-trie).
+``item_descriptions()``, ``corpus_path``, ``corpus_fingerprint``. Dense search has no beam: an
+explicit ``beam`` is refused, ``None`` is the only value. ``candidates`` restricts the pool to
+those corpus rows (a sub-index over them is built once and cached, as the generative
+Retriever caches a sub-trie).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +37,7 @@ import torch
 
 from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError, CorpusError, GcmrError
+from gcmr.model.io import FAISS_FILE
 from gcmr.search.faiss_index import (
     DEFAULT_CHUNK_ROWS,
     adapt_factory,
@@ -50,9 +51,6 @@ from gcmr.search.faiss_index import (
     set_search_params,
 )
 
-DENSE_FORMAT = "gcmr-dense"
-DENSE_VERSION = 1
-FAISS_FILE = "faiss.index"
 # the score matrix of one (query batch x item chunk) step is kept under this many floats
 _MAX_SCORE_ELEMS = 1 << 25
 
@@ -110,6 +108,25 @@ def _merge_topk(best_s: torch.Tensor | None, best_r: torch.Tensor | None, s: tor
     return top, r.gather(1, pos)
 
 
+def _chunked_topk(queries: np.ndarray, chunks: Any, n: int, k: int,
+                  step_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine top-``k`` of ``queries`` over ``n`` items served by ``chunks(start, stop)`` (a
+    normalized float32 [stop - start, D] block): the score matrix of one (query batch x
+    chunk) step stays under ``_MAX_SCORE_ELEMS`` floats, merged into a running top-k."""
+    if k < 1:
+        raise GcmrError(f"k must be >= 1, got {k}")
+    q = torch.from_numpy(normalize_rows(queries))
+    step = max(1, min(step_rows, _MAX_SCORE_ELEMS // max(1, q.shape[0])))
+    best_s = best_r = None
+    for start in range(0, n, step):
+        x = chunks(start, min(n, start + step))
+        s, pos = (q @ x.T).topk(min(k, x.shape[0]), dim=1)
+        best_s, best_r = _merge_topk(best_s, best_r, s, pos + start, k)
+    if best_s is None:
+        return _pad(torch.zeros(len(q), 0), torch.zeros(len(q), 0, dtype=torch.int64), k)
+    return _pad(best_s, best_r, k)
+
+
 def exact_search(queries: np.ndarray, items: Any, k: int, *,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-``k`` of ``queries`` [Q, D] over ``items`` [N, D] (memmap or array of
@@ -118,19 +135,8 @@ def exact_search(queries: np.ndarray, items: Any, k: int, *,
     Memory: one chunk of ``chunk_rows`` float32 items plus a [Q, chunk] score matrix (the chunk
     shrinks for large query batches) plus the running [Q, k] top-k.
     """
-    if k < 1:
-        raise GcmrError(f"k must be >= 1, got {k}")
-    q = torch.from_numpy(normalize_rows(queries))
-    n = len(items)
-    step = max(1, min(chunk_rows, _MAX_SCORE_ELEMS // max(1, q.shape[0])))
-    best_s = best_r = None
-    for start in range(0, n, step):
-        x = torch.from_numpy(normalized_chunk(items, start, min(n, start + step)))
-        s, pos = (q @ x.T).topk(min(k, x.shape[0]), dim=1)
-        best_s, best_r = _merge_topk(best_s, best_r, s, pos + start, k)
-    if best_s is None:
-        return _pad(torch.zeros(len(q), 0), torch.zeros(len(q), 0, dtype=torch.int64), k)
-    return _pad(best_s, best_r, k)
+    return _chunked_topk(queries, lambda a, b: torch.from_numpy(normalized_chunk(items, a, b)),
+                         len(items), k, chunk_rows)
 
 
 class ExactBackend:
@@ -171,19 +177,9 @@ class ExactBackend:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._matrix is None:
             return exact_search(queries, self._items, k, chunk_rows=self.config.chunk_rows)
-        if k < 1:
-            raise GcmrError(f"k must be >= 1, got {k}")
-        q = torch.from_numpy(normalize_rows(queries))
-        n = self._matrix.shape[0]
-        step = max(1, min(self.config.chunk_rows, _MAX_SCORE_ELEMS // max(1, q.shape[0])))
-        best_s = best_r = None
-        for start in range(0, n, step):
-            x = self._matrix[start:start + step]
-            s, pos = (q @ x.T).topk(min(k, x.shape[0]), dim=1)
-            best_s, best_r = _merge_topk(best_s, best_r, s, pos + start, k)
-        if best_s is None:
-            return _pad(torch.zeros(len(q), 0), torch.zeros(len(q), 0, dtype=torch.int64), k)
-        return _pad(best_s, best_r, k)
+        matrix = self._matrix
+        return _chunked_topk(queries, lambda a, b: matrix[a:b], matrix.shape[0], k,
+                             self.config.chunk_rows)
 
 
 class FaissBackend:
@@ -235,15 +231,20 @@ class DenseSearcher:
     """Vectors in, ranked corpus rows out; the common part of the dense searchers."""
 
     def __init__(self, items: Any, config: DenseSearchConfig, *, corpus_path: Path,
-                 corpus_fingerprint: str, index: Any = None) -> None:
+                 corpus_fingerprint: str, index: Any = None,
+                 backend: ExactBackend | FaissBackend | None = None,
+                 item_ids: list[str] | None = None) -> None:
+        """``index`` is a prebuilt faiss index for ``config``'s backend; ``backend`` a ready
+        backend over ``items`` (reused, e.g. by validation across epochs); ``item_ids`` the
+        ids in row order when the caller has them (else read from the corpus on first use)."""
         self.items = items
         self.config = config
         self._corpus_path = Path(corpus_path)
         self._fingerprint = corpus_fingerprint
         self._preloaded_index = index
-        self._backend: ExactBackend | FaissBackend | None = None
+        self._backend = backend
         self._sub: tuple[bytes, ExactBackend | FaissBackend] | None = None
-        self._item_ids: list[str] | None = None
+        self._item_ids = item_ids
 
     @property
     def backend(self) -> ExactBackend | FaissBackend:
@@ -306,9 +307,11 @@ class DenseSearcher:
     def search_rows(self, queries: Sequence[str], *, k: int = 10, beam: int | None = None,
                     candidates: np.ndarray | None = None, batch_size: int = 256
                     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores float32 [Q, k], rows int64 [Q, k])`` for text queries (cosine scores;
-        ``beam`` is ignored: dense search has none)."""
-        del beam
+        """``(scores float32 [Q, k], rows int64 [Q, k])`` for text queries (cosine scores).
+        Dense search scores every item and has no beam: ``beam`` must be ``None``."""
+        if beam is not None:
+            raise ConfigError(f"beam={beam}: a dense model ranks every item exactly and has no "
+                              f"beam (the beam applies to generative models)")
         texts = list(queries)
         scores = np.full((len(texts), k), -np.inf, dtype=np.float32)
         rows = np.full((len(texts), k), -1, dtype=np.int64)
@@ -338,19 +341,13 @@ class DenseSearcher:
 
 
 def read_item_ids(corpus_path: Path, num_items: int) -> list[str]:
-    """Item ids in row order from ``items.jsonl`` (the embedding rows' names)."""
+    """Item ids in row order from ``items.jsonl`` (the embedding rows' names), validated."""
+    from gcmr.corpus import read_items
+
     path = Path(corpus_path) / "items.jsonl"
     if not path.is_file():
         raise CorpusError(f"{path}: missing; the dense model's corpus has moved (pass --corpus)")
-    ids: list[str] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                ids.append(str(json.loads(line)["id"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise CorpusError(f"{path} line {lineno}: bad item ({exc})") from exc
+    ids, _, _ = read_items(path, load_captions=False)
     if len(ids) != num_items:
         raise CorpusError(f"{path}: {len(ids)} items but the embeddings have {num_items} rows")
     return ids
@@ -432,9 +429,10 @@ class DenseRetriever(DenseSearcher):
 
     def __init__(self, tower, tokenizer, items: Any, config: DenseSearchConfig,
                  manifest: dict[str, Any], *, path: Path, corpus_path: Path,
-                 device: torch.device, index: Any = None) -> None:
+                 device: torch.device, **searcher_options: Any) -> None:
         super().__init__(items, config, corpus_path=corpus_path,
-                         corpus_fingerprint=manifest["corpus"]["fingerprint"], index=index)
+                         corpus_fingerprint=manifest["corpus"]["fingerprint"],
+                         **searcher_options)
         self.tower = tower.eval()
         self.tokenizer = tokenizer
         self.manifest = manifest
@@ -450,19 +448,13 @@ class DenseRetriever(DenseSearcher):
         (``DenseSearchConfig`` fields). A saved faiss index (``--save-index``) is used when it
         was built with the same backend.
         """
-        from gcmr.artifacts import load_tensors, read_manifest
-        from gcmr.model import QueryTokenizer
-        from gcmr.train.dense import DenseTower, DenseTowerConfig
-        from gcmr.train.trainer import resolve_device
+        from gcmr.model.io import load_dense_tower, read_dense_manifest
+        from gcmr.runtime import resolve_device
 
         model_dir = Path(model_dir)
-        manifest = read_manifest(model_dir, fmt=DENSE_FORMAT, versions=(DENSE_VERSION,))
-        weights = model_dir / manifest.get("weights", "model.safetensors")
-        if not weights.is_file():
-            raise ArtifactError(f"{weights}: missing weights (training has not finished an "
-                                f"epoch yet?)")
-        tower_config = DenseTowerConfig.from_dict(manifest["tower_config"],
-                                                  where=f"{model_dir / 'manifest.json'}: tower_config")
+        manifest = read_dense_manifest(model_dir)
+        tower, tokenizer, manifest = load_dense_tower(model_dir, manifest)
+        tower_config = tower.config
         search = dict(manifest.get("search", {}))
         if backend is not None:
             search["backend"] = backend
@@ -475,12 +467,6 @@ class DenseRetriever(DenseSearcher):
             raise ArtifactError(f"{corpus / 'embeddings.npy'} is {list(items.shape)}, the model "
                                 f"was trained on [{expected[0]}, {expected[1]}]; is this the "
                                 f"right corpus?")
-        tokenizer = QueryTokenizer.load(model_dir / manifest.get("tokenizer", "tokenizer.json"))
-        tower = DenseTower(tower_config)
-        try:
-            tower.load_state_dict(load_tensors(weights))
-        except RuntimeError as exc:
-            raise ArtifactError(f"{weights}: weights do not match the tower config ({exc})") from exc
         index = None
         saved = manifest.get("saved_index")
         if saved and saved.get("backend") == config.backend and (model_dir / FAISS_FILE).is_file():

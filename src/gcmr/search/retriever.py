@@ -14,28 +14,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcmr.artifacts import load_tensors, read_manifest
 from gcmr.errors import ArtifactError, GcmrError
 from gcmr.ids.trie import Trie
-
-DEFAULT_BEAM = 10
+from gcmr.search.beam import effective_beam
 
 
 @torch.no_grad()
-def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int,
+def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int | None,
                 device: torch.device | str = "cpu", batch_size: int = 256,
                 row_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Constrained beam search for a list of texts in batches.
 
     Returns ``(scores float32 [Q, k], rows int64 [Q, k])`` with -inf / -1 padding. ``row_map``
-    translates the trie's item rows (e.g. of a candidate sub-trie) to corpus rows.
+    translates the trie's item rows (e.g. of a candidate sub-trie) to corpus rows. ``beam``
+    follows :func:`~gcmr.search.beam.effective_beam` (``None`` = max(10, k)).
     """
     from gcmr.search.beam import constrained_beam_search
 
-    if k < 1:
-        raise GcmrError(f"k must be >= 1, got {k}")
-    if beam < 1:
-        raise GcmrError(f"beam must be >= 1, got {beam}")
+    beam = effective_beam(beam, k)
     scores_out = np.full((len(texts), k), -np.inf, dtype=np.float32)
     rows_out = np.full((len(texts), k), -1, dtype=np.int64)
     for start in range(0, len(texts), batch_size):
@@ -59,22 +55,17 @@ def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, b
 def item_descriptions(corpus_path: Path):
     """A ``row -> text`` lookup of each item's first caption (or its source) for display.
 
-    Reads ``items.jsonl`` once; returns a function giving "" when the corpus is unavailable.
+    Reads ``items.jsonl`` once through the validated corpus reader; returns a function giving
+    "" when the corpus is unavailable, and raises :class:`CorpusError` (file, line, field)
+    when it is there but malformed.
     """
-    import json
+    from gcmr.corpus import read_items
 
     path = Path(corpus_path) / "items.jsonl"
     if not path.is_file():
         return lambda row: ""
-    texts: list[str] = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                obj = {}
-            caps = obj.get("captions") or []
-            texts.append(caps[0] if caps else str(obj.get("source") or ""))
+    _, captions, sources = read_items(path)
+    texts = [caps[0] if caps else str(src or "") for caps, src in zip(captions, sources)]
     return lambda row: texts[row] if 0 <= row < len(texts) else ""
 
 
@@ -96,27 +87,17 @@ class Retriever:
              device: str = "auto") -> Retriever:
         """Load a model directory and the index it was trained on (path from the manifest)."""
         from gcmr.ids import load_index
-        from gcmr.model.factory import empty_model, load_tokenizer
-        from gcmr.train.trainer import MODEL_FORMAT, MODEL_VERSION, _index_fingerprint, resolve_device
+        from gcmr.model.io import index_fingerprint, load_generative, read_generative_manifest
+        from gcmr.runtime import resolve_device
 
         model_dir = Path(model_dir)
-        manifest = read_manifest(model_dir, fmt=MODEL_FORMAT, versions=(MODEL_VERSION,))
-        weights = model_dir / manifest.get("weights", "model.safetensors")
-        if not weights.is_file():
-            raise ArtifactError(f"{weights}: missing weights (training has not finished an "
-                                f"epoch yet?)")
+        manifest = read_generative_manifest(model_dir)
         index_path = Path(index_path or manifest["index"]["path"])
         index = load_index(index_path)
-        if _index_fingerprint(index) != manifest["index"]["fingerprint"]:
+        if index_fingerprint(index) != manifest["index"]["fingerprint"]:
             raise ArtifactError(f"{model_dir} was trained on a different index than {index_path} "
                                 f"(identifiers differ); pass the right --index")
-        tokenizer = load_tokenizer(model_dir, manifest)
-        model = empty_model(manifest)
-        state = load_tensors(weights)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ArtifactError(f"{weights}: weights do not match the model config ({exc})") from exc
+        model, tokenizer, manifest = load_generative(model_dir, manifest)
         dev = resolve_device(device)
         return cls(model.to(dev), tokenizer, index, manifest, path=model_dir, device=dev)
 
@@ -144,15 +125,15 @@ class Retriever:
         trie, row_map = self.index.trie, None
         if candidates is not None:
             trie, row_map = self._subtrie(np.asarray(candidates, dtype=np.int64))
-        return search_rows(self.model, self.tokenizer, trie, list(queries), k=k,
-                           beam=beam or max(DEFAULT_BEAM, k), device=self.device,
-                           batch_size=batch_size, row_map=row_map)
+        return search_rows(self.model, self.tokenizer, trie, list(queries), k=k, beam=beam,
+                           device=self.device, batch_size=batch_size, row_map=row_map)
 
     def search(self, queries: str | Sequence[str], *, k: int = 10, beam: int | None = None,
                candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for each query: ``(scores [Q, k], item_ids [Q, k])``.
 
-        ``beam`` defaults to max(10, k). Scores are summed token log-probabilities.
+        ``beam`` follows :func:`~gcmr.search.beam.effective_beam` (default max(10, k)).
+        Scores are summed token log-probabilities.
         """
         if isinstance(queries, str):
             queries = [queries]

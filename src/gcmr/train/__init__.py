@@ -1,6 +1,8 @@
-"""Training: losses (CE, R-Drop KL, discriminative), schedules, trainer, checkpoints."""
+"""Training: one loop (:func:`gcmr.train.loop.fit`) with CART, AVG and InfoNCE losses, the
+generative and dense trainers on top of it, schedules, data and checkpoints."""
 
 from gcmr.train.config import TrainConfig
-from gcmr.train.trainer import TrainResult, train
+from gcmr.train.loop import TrainResult
+from gcmr.train.trainer import train
 
 __all__ = ["TrainConfig", "TrainResult", "train"]

@@ -1,4 +1,5 @@
-"""Training losses of CART (eqs. 6-8): token cross-entropy and the R-Drop consistency term.
+"""Training losses: CART's (eqs. 6-8) token cross-entropy and R-Drop consistency term, and the
+dense tower's symmetric InfoNCE (AVG's discriminative loss lives in :mod:`gcmr.train.avg`).
 
 Logits are level-local and padded to the largest level, ``[..., L, Vmax]``, with -inf at codes
 a level does not have (as :class:`~gcmr.model.GenerativeRetrievalModel` returns them). Those
@@ -69,3 +70,24 @@ def cart_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, code
     loss = ce + omega * kl
     return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()),
                   "kl": float(kl.detach())}
+
+
+def info_nce(queries: torch.Tensor, items: torch.Tensor, rows: torch.Tensor,
+             logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with in-batch negatives.
+
+    ``queries`` [B, D] and ``items`` [B, D] normalized (``items[i]`` is the item of pair ``i``),
+    ``rows`` [B] item rows. Columns are the batch's distinct items; query -> item is a
+    cross-entropy over them, item -> query treats every query of the item as a positive
+    (multi-positive log-sum-exp). The loss is the mean of the two directions.
+    """
+    uniq, inverse = torch.unique(rows, return_inverse=True)
+    first = torch.zeros(len(uniq), dtype=torch.long, device=rows.device).scatter_(
+        0, inverse, torch.arange(len(rows), device=rows.device))  # one pair index per item
+    logits = logit_scale * queries @ items[first].T  # [B, U]
+    q2i = F.cross_entropy(logits, inverse)
+    lt = logits.T  # [U, B]
+    pos = inverse.unsqueeze(0) == torch.arange(len(uniq), device=rows.device).unsqueeze(1)
+    i2q = (torch.logsumexp(lt, dim=1) - torch.logsumexp(lt.masked_fill(~pos, float("-inf")),
+                                                          dim=1)).mean()
+    return 0.5 * (q2i + i2q)

@@ -1,0 +1,153 @@
+"""Model directory formats: the one home of their names, versions, file names, manifests and
+loading, used by the trainers that write them and the searchers that read them.
+
+``gcmr-model`` v1 (generative retriever: CART / AVG)::
+
+    manifest.json      format, version, status (training | complete), method, train_config,
+                       loss, backbone (scratch | t5), model_config, index {path, scheme,
+                       level_sizes, num_items, fingerprint}, corpus {path, fingerprint, name},
+                       data, epochs_done, best_epoch, best_metrics, parameters
+    tokenizer.json     the query tokenizer
+    model.safetensors  the selected weights (best validation epoch, or the last)
+    train_log.jsonl    one line per epoch
+    checkpoint/        the last epoch's model, optimizer and counters (for --resume)
+
+``gcmr-dense`` v1 (dual-tower baseline): the same files, with ``tower_config`` instead of
+``model_config``, ``search`` (the default dense backend), ``corpus`` {path, fingerprint,
+name, num_items, dim}, ``source_index`` and optionally ``faiss.index`` (``saved_index``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gcmr.artifacts import MANIFEST, load_tensors, read_manifest, save_tensors, write_manifest
+from gcmr.errors import ArtifactError
+
+MODEL_FORMAT = "gcmr-model"
+MODEL_VERSION = 1
+DENSE_FORMAT = "gcmr-dense"
+DENSE_VERSION = 1
+WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
+TRAIN_LOG = "train_log.jsonl"
+FAISS_FILE = "faiss.index"
+
+
+def index_fingerprint(index: Any) -> str:
+    """What a generative model is bound to: the corpus fingerprint and every identifier."""
+    h = hashlib.sha256(index.corpus_fingerprint.encode())
+    h.update(np.ascontiguousarray(index.codes, dtype=np.int64).tobytes())
+    return h.hexdigest()[:32]
+
+
+def manifest_format(model_dir: str | Path) -> str:
+    """The ``format`` of a model directory's manifest, read without checking the rest."""
+    path = Path(model_dir) / MANIFEST
+    try:
+        fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
+    except (FileNotFoundError, NotADirectoryError):
+        raise ArtifactError(f"{path}: missing manifest; is {model_dir} a model directory?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: corrupted manifest ({exc})") from exc
+    return str(fmt)
+
+
+def read_generative_manifest(model_dir: str | Path) -> dict[str, Any]:
+    return read_manifest(model_dir, fmt=MODEL_FORMAT, versions=(MODEL_VERSION,))
+
+
+def read_dense_manifest(model_dir: str | Path) -> dict[str, Any]:
+    return read_manifest(model_dir, fmt=DENSE_FORMAT, versions=(DENSE_VERSION,))
+
+
+def weights_path(model_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    """The selected weights of a model directory; refuses a directory that has none yet."""
+    path = Path(model_dir) / manifest.get("weights", WEIGHTS)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing weights (training has not finished an epoch yet?)")
+    return path
+
+
+def load_weights(module: Any, path: str | Path, *, what: str = "the model config") -> None:
+    """Load safetensors weights into ``module``; a mismatch names the file."""
+    state = load_tensors(path)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: weights do not match {what} ({exc})") from exc
+
+
+def save_weights(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a state dict as safetensors through a temporary file and rename (atomic)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        save_tensors(tmp, state)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_generative(model_dir: str | Path, manifest: dict[str, Any] | None = None):
+    """``(model, tokenizer, manifest)`` of a ``gcmr-model`` directory (model on the CPU, in
+    eval mode is the caller's choice)."""
+    from gcmr.model.factory import empty_model, load_tokenizer
+
+    model_dir = Path(model_dir)
+    manifest = manifest or read_generative_manifest(model_dir)
+    weights = weights_path(model_dir, manifest)
+    tokenizer = load_tokenizer(model_dir, manifest)
+    model = empty_model(manifest)
+    load_weights(model, weights)
+    return model, tokenizer, manifest
+
+
+def load_dense_tower(model_dir: str | Path, manifest: dict[str, Any] | None = None):
+    """``(tower, tokenizer, manifest)`` of a ``gcmr-dense`` directory (tower on the CPU)."""
+    from gcmr.model.dense import DenseTower, DenseTowerConfig
+    from gcmr.model.tokenizer import QueryTokenizer
+
+    model_dir = Path(model_dir)
+    manifest = manifest or read_dense_manifest(model_dir)
+    weights = weights_path(model_dir, manifest)
+    config = DenseTowerConfig.from_dict(manifest["tower_config"],
+                                        where=f"{model_dir / MANIFEST}: tower_config")
+    path = model_dir / manifest.get("tokenizer", TOKENIZER)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing query tokenizer")
+    tokenizer = QueryTokenizer.load(path)
+    tower = DenseTower(config)
+    load_weights(tower, weights, what="the tower config")
+    return tower, tokenizer, manifest
+
+
+def corpus_record(corpus: Any, *, dense: bool = False) -> dict[str, Any]:
+    """The manifest's ``corpus`` entry: where the corpus was and what it was."""
+    record = {"path": str(Path(corpus.path).resolve()), "fingerprint": corpus.fingerprint,
+              "name": corpus.meta.name}
+    if dense:
+        record.update(num_items=len(corpus), dim=corpus.dim)
+    return record
+
+
+def index_record(index: Any, index_path: str | Path) -> dict[str, Any]:
+    """The generative manifest's ``index`` entry (``fingerprint`` binds the identifiers)."""
+    return {"path": str(Path(index_path).resolve()), "scheme": index.config.scheme,
+            "level_sizes": list(index.level_sizes), "num_items": index.num_items,
+            "fingerprint": index_fingerprint(index)}
+
+
+def write_model_manifest(directory: str | Path, *, dense: bool, **fields: Any) -> dict:
+    """Write the manifest of a generative (``dense=False``) or dense model directory."""
+    fmt, version = (DENSE_FORMAT, DENSE_VERSION) if dense else (MODEL_FORMAT, MODEL_VERSION)
+    fields.setdefault("tokenizer", TOKENIZER)
+    fields.setdefault("weights", WEIGHTS)
+    return write_manifest(directory, fmt=fmt, version=version, **fields)

@@ -1,0 +1,333 @@
+"""The one training loop of gcmr: CART, AVG and the dense tower differ only in their loss
+function, their validation and what their manifest records.
+
+:func:`fit` runs epochs of minibatch AdamW over ``num_pairs`` training pairs:
+
+- data order and dropout are seeded per epoch from ``(seed, epoch)``, so resuming after epoch
+  ``e`` gives the same weights as not stopping;
+- the learning rate follows :func:`gcmr.train.schedule.lr_at` (linear warm-up, cosine annealing
+  with optional warm restarts, CART appendix C), set before every step;
+- bf16 autocast on CUDA (``TrainConfig.amp``), gradient clipping, a divergence check that stops
+  with a clear message, ``max_steps``;
+- after every epoch: validation (``validate(model) -> metrics``), model selection on
+  ``select_metric`` (the selected weights are written to ``model.safetensors`` when they
+  improve), early stopping after ``patience`` epochs without improvement, one JSON line in
+  ``train_log.jsonl``, a checkpoint (model, optimizer, counters) for ``--resume``, and the
+  epoch line on stderr.
+
+:func:`training_dir` decides where a run writes and makes ``--overwrite`` safe: a run that
+replaces an existing model trains in a staging directory beside it and swaps it in only when
+training is complete, so a crash or a diverged run leaves the old model loadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gcmr.artifacts import MANIFEST, replace_dir
+from gcmr.errors import ArtifactError, ConfigError
+from gcmr.model.io import TRAIN_LOG, WEIGHTS, save_weights
+from gcmr.progress import err_console, note, progress
+from gcmr.runtime import autocast
+from gcmr.train.checkpoint import CHECKPOINT, load_checkpoint, load_optimizer, save_checkpoint
+from gcmr.train.config import TrainConfig
+from gcmr.train.schedule import lr_at
+
+# TrainConfig fields that may change between the run that wrote a checkpoint and --resume
+RESUMABLE_CHANGES = {"epochs", "max_steps", "patience", "device", "num_threads"}
+# what a training run writes before its first epoch ends (a directory holding only these is a
+# run that died early, safe to restart)
+RUN_FILES = {MANIFEST, "tokenizer.json", TRAIN_LOG, WEIGHTS, CHECKPOINT}
+
+LossFn = Callable[[Any, torch.Tensor], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    epochs_run: int
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    num_pairs: int = 0
+
+
+def new_state() -> dict[str, Any]:
+    """The counters a checkpoint carries (``state.json``)."""
+    return {"epoch": 0, "global_step": 0, "best_epoch": 0, "best_metrics": {},
+            "best_score": None, "bad_epochs": 0, "history": []}
+
+
+def schedule_for(config: TrainConfig, num_pairs: int) -> dict[str, Any]:
+    """:func:`lr_at` arguments of a run: epochs of ``num_pairs`` pairs converted to steps."""
+    steps_per_epoch = (num_pairs + config.batch_size - 1) // config.batch_size
+    return {"peak": config.lr, "floor": config.min_lr,
+            "warmup_steps": round(config.warmup_epochs * steps_per_epoch),
+            "total_steps": config.epochs * steps_per_epoch,
+            "restart_steps": round(config.restart_epochs * steps_per_epoch),
+            "restart_mult": config.restart_mult}
+
+
+def resume_state(workdir: Path, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load ``workdir/checkpoint`` into ``model`` and ``optimizer``; return the counters."""
+    model_t, opt_t, saved = load_checkpoint(workdir)
+    try:
+        model.load_state_dict(model_t)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{workdir / CHECKPOINT}: weights do not match the model "
+                            f"({exc})") from exc
+    load_optimizer(optimizer, opt_t, saved.pop("optimizer"))
+    state = new_state()
+    state.update(saved)
+    return state
+
+
+def check_resumable(manifest: dict[str, Any], config: TrainConfig, where: Path) -> None:
+    """Refuse ``--resume`` with settings that would make the run a different one."""
+    old = manifest.get("train_config", {})
+    changed = sorted(k for k, v in config.to_dict().items()
+                     if k not in RESUMABLE_CHANGES and old.get(k) != v)
+    if changed:
+        raise ConfigError(f"{where}: cannot resume with different settings {changed} "
+                          f"(only {sorted(RESUMABLE_CHANGES)} may change)")
+
+
+def validation_split(corpus: Any, config: TrainConfig) -> str | None:
+    """``config.val_split`` when the corpus has it; ``None`` (the last epoch is kept) when
+    validation is off or the split is missing (noted on stderr)."""
+    if not config.val_split:
+        return None
+    if config.val_split not in corpus.queries:
+        note(f"{corpus.path} has no '{config.val_split}' split: no validation, the last epoch "
+             f"is kept")
+        return None
+    return config.val_split
+
+
+def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *,
+        num_pairs: int, config: TrainConfig, workdir: Path, device: torch.device,
+        state: dict[str, Any] | None = None,
+        validate: Callable[[Any], dict[str, float]] | None = None,
+        epoch_info: Callable[[Any], dict[str, Any]] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        label: str = "epoch", show_progress: bool = True) -> dict[str, Any]:
+    """Train ``model`` until ``config.epochs`` (or early stop / ``max_steps``); return the state.
+
+    ``loss_fn(model, pair_indices) -> (loss, parts)`` computes the loss of one minibatch of
+    pair indices (``parts`` holds floats to average per epoch, ``loss`` among them); it runs
+    under the run's autocast. ``validate(model)`` returns the held-out metrics used for model
+    selection (none: every epoch is selected, i.e. the last one is kept); ``epoch_info(model)``
+    adds fields to the epoch record (e.g. the learned temperature); ``on_epoch(state)`` runs
+    after each epoch's checkpoint (e.g. to refresh the manifest). ``state`` continues a resumed
+    run (:func:`resume_state`).
+    """
+    state = state or new_state()
+    schedule = schedule_for(config, num_pairs)
+    if state["epoch"] >= config.epochs:
+        note(f"{workdir} already finished {state['epoch']} epochs (epochs = {config.epochs}); "
+             f"raise --epochs to train further")
+    stop = False
+    while state["epoch"] < config.epochs and not stop:
+        epoch = state["epoch"] + 1
+        t0 = time.perf_counter()
+        losses, seen = _run_epoch(model, optimizer, loss_fn, num_pairs, config, schedule, state,
+                                  epoch, device, label, show_progress)
+        seconds = time.perf_counter() - t0
+        record: dict[str, Any] = {"epoch": epoch, "step": state["global_step"], **losses}
+        if epoch_info is not None:
+            record.update(epoch_info(model))
+        record.update({"lr": lr_at(max(0, state["global_step"] - 1), **schedule),
+                       "seconds": round(seconds, 3),
+                       "pairs": seen,  # fewer than all when max_steps stops early
+                       "pairs_per_s": round(seen / max(seconds, 1e-9), 1)})
+        improved = True
+        if validate is not None:
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                metrics = {k: round(float(v), 5) for k, v in validate(model).items()}
+            model.train(was_training)
+            record["val"] = metrics
+            score = metrics[config.select_metric]
+            improved = state["best_score"] is None or score > state["best_score"]
+            if improved:
+                state.update(best_score=score, best_epoch=epoch, best_metrics=metrics,
+                             bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+                if config.patience and state["bad_epochs"] >= config.patience:
+                    stop = True
+                    record["early_stop"] = True
+        else:
+            state.update(best_epoch=epoch)
+        if improved:
+            save_weights(workdir / WEIGHTS, model.state_dict())
+        state["epoch"] = epoch
+        state["history"].append(record)
+        if config.max_steps and state["global_step"] >= config.max_steps:
+            stop = True
+        with (workdir / TRAIN_LOG).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        save_checkpoint(workdir, model=model, optimizer=optimizer, state=state)
+        if on_epoch is not None:
+            on_epoch(state)
+        if show_progress:
+            _print_epoch(record, label)
+    if not (workdir / WEIGHTS).is_file():  # no epoch ran (max_steps reached at once)
+        save_weights(workdir / WEIGHTS, model.state_dict())
+    return state
+
+
+def _run_epoch(model, optimizer, loss_fn: LossFn, num_pairs: int, config: TrainConfig,
+               schedule: dict, state: dict, epoch: int, device: torch.device, label: str,
+               show_progress: bool) -> tuple[dict[str, float], int]:
+    """One epoch; returns the mean loss parts and the number of pairs trained on."""
+    model.train()
+    # data order and dropout depend only on (seed, epoch): resuming reproduces them
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    torch.manual_seed(config.seed * 1_000_033 + epoch)
+    order = torch.randperm(num_pairs, generator=generator)
+    totals: dict[str, float] = {}
+    seen = 0
+    t0 = time.perf_counter()
+    with progress(disable=not show_progress) as bar:
+        task = bar.add_task(f"{label} {epoch}/{config.epochs}", total=len(order), info="")
+        for start in range(0, len(order), config.batch_size):
+            if config.max_steps and state["global_step"] >= config.max_steps:
+                break
+            idx = order[start:start + config.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(state["global_step"], **schedule)
+            with autocast(config.amp, device):
+                loss, parts = loss_fn(model, idx)
+            if not torch.isfinite(loss):
+                raise ConfigError(f"training diverged at epoch {epoch}, step "
+                                  f"{state['global_step']} (loss {loss.item()}); lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            state["global_step"] += 1
+            n = int(idx.shape[0])
+            seen += n
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0.0) + float(value) * n
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, advance=n, info=f"loss {parts['loss']:.3f}  {rate:,.0f} pairs/s")
+    return {k: round(v / max(seen, 1), 5) for k, v in totals.items()}, seen
+
+
+def _print_epoch(record: dict, label: str) -> None:
+    val = record.get("val")
+    msg = f"{label} {record['epoch']}: loss {record.get('loss', float('nan')):.4f}  "
+    if "temperature" in record:
+        msg += f"temperature {record['temperature']:.4f}  "
+    msg += f"{record['pairs_per_s']:,.0f} pairs/s  {record['seconds']:.1f}s"
+    if val:
+        msg += "  val " + "  ".join(f"{k} {v:.4f}" for k, v in val.items())
+    err_console.print(msg, highlight=False)
+
+
+# ----------------------------------------------------------------------------- where a run writes
+
+
+def staging_path(out: Path) -> Path:
+    """Where a run that replaces ``out`` trains until it is complete (fixed, so a crashed
+    replacement can be resumed or cleaned up by the next run)."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _is_run_dir(path: Path) -> bool:
+    """A directory a gcmr training run wrote (a manifest, or only the files a run writes
+    before its first manifest): safe to replace."""
+    names = {p.name for p in path.iterdir()}
+    return MANIFEST in names or names <= RUN_FILES
+
+
+def _has_checkpoint(path: Path) -> bool:
+    return (path / CHECKPOINT / "state.json").is_file()
+
+
+@dataclass
+class RunDir:
+    """Where a run writes (``path``) and whether it continues a checkpoint (``resume``)."""
+
+    path: Path
+    resume: bool
+    final: Path
+
+
+@contextlib.contextmanager
+def training_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Iterator[RunDir]:
+    """Choose and prepare the directory a training run writes to, and finish it.
+
+    - a new ``out``: the run writes there directly (a crash leaves a resumable directory);
+    - ``overwrite`` of an existing model: the run writes to :func:`staging_path` and the
+      finished directory replaces ``out`` in one swap at the end; until then ``out`` is the old
+      model, untouched and loadable. A failed run removes its staging directory unless it
+      holds a checkpoint (then ``--resume`` continues it);
+    - ``resume``: continues the staging directory of an interrupted ``--overwrite`` run if
+      there is one, else ``out``; a run that died before its first checkpoint starts over in
+      place.
+    """
+    out = Path(out)
+    staging = staging_path(out)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    if resume:
+        if _has_checkpoint(staging):
+            path = staging
+        elif out.is_dir():
+            path = out
+        else:
+            raise ArtifactError(f"{out}: no checkpoint to resume from (no such model directory)")
+        run = RunDir(path, resume=_has_checkpoint(path), final=out)
+        if not run.resume:
+            if not _is_run_dir(path):
+                raise ArtifactError(f"{path} is not a gcmr model directory; refusing to train "
+                                    f"into it")
+            note(f"{path} has no checkpoint yet (the run stopped in its first epoch): "
+                 f"starting over")
+            _clear(path)
+    elif out.exists():
+        if not overwrite:
+            raise ArtifactError(f"{out} already exists (use --resume to continue training it, "
+                                f"or --overwrite to replace it once the new model is trained)")
+        if not out.is_dir() or not _is_run_dir(out):
+            raise ArtifactError(f"{out} exists and is not a gcmr model directory; refusing to "
+                                f"overwrite it")
+        shutil.rmtree(staging, ignore_errors=True)  # leftovers of an interrupted replacement
+        staging.mkdir(parents=True)
+        run = RunDir(staging, resume=False, final=out)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        out.mkdir(parents=True)
+        run = RunDir(out, resume=False, final=out)
+    try:
+        yield run
+    except BaseException:
+        if run.path == staging and not _has_checkpoint(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if run.path != out:
+        replace_dir(run.path, out)
+
+
+def _clear(path: Path) -> None:
+    for child in path.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
