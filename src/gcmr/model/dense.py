@@ -23,7 +23,7 @@ from torch import nn
 
 from gcmr.errors import ConfigError
 from gcmr.model.config import EncoderConfig
-from gcmr.model.layers import QueryEncoder, rename_legacy_keys
+from gcmr.model.layers import ENCODER_LEGACY_KEYS, QueryEncoder, register_legacy_keys, xavier_init_
 
 POOLINGS = ("mean", "first")
 
@@ -54,11 +54,8 @@ class DenseTower(nn.Module):
 
     max_logit_scale = 100.0  # CLIP clamps exp(log_scale) at 100
     # parameter names before the query encoder became its own module (dense dirs of gcmr 0.1)
-    LEGACY_KEYS: ClassVar[dict[str, str]] = {
-        "token_embedding.": "query_encoder.token_embedding.",
-        "position_embedding.": "query_encoder.position_embedding.",
-        "encoder.": "query_encoder.layers.",
-        "final_norm.": "query_encoder.norms.0."}
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {**ENCODER_LEGACY_KEYS,
+                                             "final_norm.": "query_encoder.norms.0."}
 
     def __init__(self, config: DenseTowerConfig) -> None:
         super().__init__()
@@ -67,24 +64,14 @@ class DenseTower(nn.Module):
         self.projection = nn.Linear(config.d_model, config.item_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)),
                                       requires_grad=config.learn_temperature)
-        self._register_load_state_dict_pre_hook(self._rename_legacy)
+        register_legacy_keys(self, self.LEGACY_KEYS)
         self.reset_parameters()
-
-    def _rename_legacy(self, state_dict, prefix, *args) -> None:
-        rename_legacy_keys(state_dict, prefix, self.LEGACY_KEYS)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Xavier-uniform weights and zero biases from a generator seeded with ``config.seed``
-        (as :class:`~gcmr.model.GenerativeRetrievalModel` initializes its encoder)."""
-        gen = torch.Generator().manual_seed(self.config.seed)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.xavier_uniform_(module.weight, generator=gen)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.reset_parameters()
+        """The generative model's initialization (:func:`xavier_init_` from ``config.seed``:
+        the same seed gives both models the same encoder weights) and the initial temperature."""
+        xavier_init_(self, self.config.seed)
         self.log_scale.fill_(math.log(1.0 / self.config.temperature))
 
     @property

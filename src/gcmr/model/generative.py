@@ -24,7 +24,14 @@ from torch import nn
 from gcmr.errors import ConfigError
 from gcmr.model.config import ModelConfig
 from gcmr.model.decoding import IdentifierDecoder
-from gcmr.model.layers import KV, CartFusion, DecoderLayer, QueryEncoder, rename_legacy_keys
+from gcmr.model.layers import (
+    ENCODER_LEGACY_KEYS,
+    KV,
+    DecoderLayer,
+    QueryEncoder,
+    register_legacy_keys,
+    xavier_init_,
+)
 
 BOS = 0
 
@@ -76,11 +83,8 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
 
     start_token = BOS
     # parameter names before the query encoder became its own module (model dirs of gcmr 0.1)
-    LEGACY_KEYS: ClassVar[dict[str, str]] = {
-        "token_embedding.": "query_encoder.token_embedding.",
-        "position_embedding.": "query_encoder.position_embedding.",
-        "encoder.": "query_encoder.layers.",
-        "memory_norms.": "query_encoder.norms."}
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {**ENCODER_LEGACY_KEYS,
+                                             "memory_norms.": "query_encoder.norms."}
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -106,26 +110,14 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
                              persistent=False)
         self.register_buffer("level_size_tensor", torch.tensor(sizes, dtype=torch.int64),
                              persistent=False)
-        self._register_load_state_dict_pre_hook(self._rename_legacy)
+        register_legacy_keys(self, self.LEGACY_KEYS)
         self.reset_parameters()
-
-    def _rename_legacy(self, state_dict, prefix, *args) -> None:
-        rename_legacy_keys(state_dict, prefix, self.LEGACY_KEYS)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Xavier-uniform weights, zero biases, unit LayerNorms, from a private generator seeded
-        with ``config.seed`` (the same config gives the same weights whatever the global RNG)."""
-        gen = torch.Generator().manual_seed(self.config.seed)
-        for name, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.xavier_uniform_(module.weight, generator=gen)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.reset_parameters()
-            elif isinstance(module, CartFusion):
-                module.init_gates(gen)
+        """Xavier-uniform weights, zero biases, unit LayerNorms (and the fusion gates), from a
+        private generator seeded with ``config.seed`` (:func:`xavier_init_`)."""
+        xavier_init_(self, self.config.seed)
         self.output_bias.zero_()
 
     # ---- encoder -------------------------------------------------------------------------

@@ -263,6 +263,37 @@ class QueryEncoder(nn.Module):
         return outputs, mask
 
 
+# parameter names of the query encoder before it became its own module (gcmr 0.1 model dirs)
+ENCODER_LEGACY_KEYS = {"token_embedding.": "query_encoder.token_embedding.",
+                       "position_embedding.": "query_encoder.position_embedding.",
+                       "encoder.": "query_encoder.layers."}
+
+
+@torch.no_grad()
+def xavier_init_(model: nn.Module, seed: int) -> None:
+    """Xavier-uniform weights, zero biases and unit LayerNorms for every module of ``model``,
+    drawn in module order from a private generator seeded with ``seed`` (the same seed gives
+    the same weights whatever the global RNG). A module with an ``init_gates(generator)``
+    method (:class:`CartFusion`) initializes its own extra weights from the same stream."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.xavier_uniform_(module.weight, generator=gen)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.reset_parameters()
+        elif hasattr(module, "init_gates"):
+            module.init_gates(gen)
+
+
+def register_legacy_keys(module: nn.Module, renames: dict[str, str]) -> None:
+    """Let ``module.load_state_dict`` accept state dicts written with older parameter names
+    (``renames``: old key prefix -> new key prefix, see :func:`rename_legacy_keys`)."""
+    module._register_load_state_dict_pre_hook(
+        lambda state_dict, prefix, *args: rename_legacy_keys(state_dict, prefix, renames))
+
+
 def rename_legacy_keys(state_dict: dict, prefix: str, renames: dict[str, str]) -> None:
     """Rename, in place, the keys of a state dict written before a module was moved: each
     ``prefix + old`` key prefix becomes ``prefix + new`` (a ``load_state_dict`` pre-hook, so

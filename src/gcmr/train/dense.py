@@ -41,15 +41,8 @@ from gcmr.model.io import (
 )
 from gcmr.runtime import resolve_device, set_threads
 from gcmr.train.config import TrainConfig
-from gcmr.train.loop import (
-    TrainResult,
-    check_resumable,
-    fit,
-    new_state,
-    resume_state,
-    training_dir,
-    validation_split,
-)
+from gcmr.train import loop
+from gcmr.train.loop import TrainResult
 
 __all__ = ["resolve_source", "train_dense"]
 
@@ -113,11 +106,11 @@ def train_dense(
         corpus, use_captions=config.use_captions, use_train_queries=config.use_train_queries,
         split=config.train_split)
     torch.manual_seed(config.seed)
-    with training_dir(out, resume=resume, overwrite=overwrite) as run:
+    with loop.training_dir(out, resume=resume, overwrite=overwrite) as run:
         work = run.path
         if run.resume:
             manifest = read_dense_manifest(work)
-            check_resumable(manifest, config, work)
+            loop.check_resumable(manifest, config, work)
             if manifest.get("corpus", {}).get("fingerprint") != corpus.fingerprint:
                 raise ArtifactError(f"{work}: was trained on a different corpus; cannot resume")
             tokenizer = QueryTokenizer.load(work / manifest.get("tokenizer", TOKENIZER))
@@ -141,7 +134,7 @@ def train_dense(
         no_decay = [p for p in tower.parameters() if p.requires_grad and p.dim() < 2]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-        state = resume_state(work, tower, optimizer) if run.resume else new_state()
+        state = loop.resume_state(work, tower, optimizer) if run.resume else loop.new_state()
 
         def loss_fn(model: DenseTower, idx: torch.Tensor):
             from gcmr.train.losses import info_nce
@@ -166,7 +159,7 @@ def train_dense(
                 seconds=round(time.perf_counter() - started, 3), **extra)
 
         write("training", state)
-        state = fit(tower, optimizer, loss_fn, num_pairs=len(pairs), config=config,
+        state = loop.fit(tower, optimizer, loss_fn, num_pairs=len(pairs), config=config,
                     workdir=work, device=device, state=state,
                     validate=_validator(config, corpus, tokenizer, work, device),
                     epoch_info=lambda m: {"temperature": round(
@@ -183,7 +176,7 @@ def train_dense(
 def _validator(config: TrainConfig, corpus: Any, tokenizer: Any, work: Path,
                device: torch.device):
     """Exact search with the in-training tower through the public evaluation API."""
-    split = validation_split(corpus, config)
+    split = loop.validation_split(corpus, config)
     if split is None:
         return None
     from gcmr.evaluate.runner import evaluate
