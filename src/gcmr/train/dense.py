@@ -40,8 +40,8 @@ from gcmr.model.io import (
     write_model_manifest,
 )
 from gcmr.runtime import resolve_device, set_threads
-from gcmr.train.config import TrainConfig
 from gcmr.train import loop
+from gcmr.train.config import TrainConfig
 from gcmr.train.loop import TrainResult
 
 __all__ = ["resolve_source", "train_dense"]
