@@ -173,12 +173,11 @@ def _budget(train_config: Any) -> dict[str, Any]:
 
 def _complete(model_dir: Path, budget: dict[str, Any]) -> bool:
     """``model_dir`` holds a finished model trained with ``budget``."""
-    path = model_dir / "manifest.json"
-    if not path.is_file():
-        return False
+    from gcmr.model.io import read_model_manifest
+
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = read_model_manifest(model_dir)
+    except ArtifactError:
         return False
     saved = {k: v for k, v in (manifest.get("train_config") or {}).items()
              if k not in RUNTIME_FIELDS}
@@ -194,6 +193,7 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
     from gcmr.bench.report import command_line, machine_info, write_report
     from gcmr.corpus import load_corpus
     from gcmr.evaluate.runner import evaluate
+    from gcmr.model.io import read_model_manifest, read_train_log
     from gcmr.search import load_searcher
     from gcmr.search.dense import DenseRetriever
     from gcmr.train import TrainConfig, train
@@ -248,8 +248,6 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
             row["identifier"] = "x".join(str(s) for s in index.level_sizes)
             row["index_s"] = round(index_s, 1)
             beam = spec.beam or config.beam
-            if beam < config.k:
-                searcher = FixedBeam(searcher, beam)
         else:  # dense
             tower = {key: config.model[key] for key in ("d_model", "n_heads", "d_ff",
                                                         "encoder_layers", "dropout")
@@ -267,13 +265,14 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
             row["identifier"] = f"{corpus.dim}-d vector"
             model_dir = dense_dir
             beam = None
-        manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_model_manifest(model_dir)
         _log(f"evaluating {spec.name}", show_progress)
         result = evaluate(searcher, corpus, config.split, k=config.k, beam=beam,
-                          restrict_to_split=config.restrict, max_queries=max_q)
+                          restrict_to_split=config.restrict, max_queries=max_q,
+                          beam_only=True)
         row.update({m: round(result["metrics"][m], 4) for m in METRICS})
         row["epochs"] = manifest.get("epochs_done")
-        history = manifest.get("history") or _read_log(model_dir)
+        history = read_train_log(model_dir)
         row["train_s"] = round(sum(h.get("seconds", 0.0) for h in history), 1) if history else None
         row["eval_qps"] = result["queries_per_s"]
         if spec.kind == "generative":
@@ -318,26 +317,6 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
     return doc
 
 
-class FixedBeam:
-    """A generative searcher that returns only its ``beam`` items (padded to k with -1), so a
-    beam narrower than k is measured as such instead of being widened to k."""
-
-    def __init__(self, searcher: Any, beam: int) -> None:
-        self.searcher, self.beam = searcher, beam
-
-    def search_rows(self, texts, *, k: int = 10, beam: int | None = None, candidates=None,
-                    **kwargs):
-        import numpy as np
-
-        scores, rows = self.searcher.search_rows(texts, k=min(k, self.beam), beam=self.beam,
-                                                 candidates=candidates, **kwargs)
-        pad = k - rows.shape[1]
-        if pad > 0:
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
-        return scores, rows
-
-
 def level_accuracy(searcher: Any, corpus: Any, codes: Any, split: str, *, beam: int,
                    max_queries: int = 500, seed: int = 0) -> str:
     """How far the top-1 identifier matches the relevant item's identifier: the fraction of
@@ -364,14 +343,6 @@ def level_accuracy(searcher: Any, corpus: Any, codes: Any, split: str, *, beam: 
         prefix = np.cumprod(same, axis=1).max(axis=0)  # best relevant item per prefix length
         hits += prefix
     return "/".join(f"{h / max(len(queries), 1):.2f}" for h in hits)
-
-
-def _read_log(model_dir: Path) -> list[dict[str, Any]]:
-    path = model_dir / "train_log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
 
 
 def accuracy_notes(rows: list[dict[str, Any]], specs: list[RowSpec]) -> list[str]:

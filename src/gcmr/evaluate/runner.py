@@ -27,6 +27,7 @@ def evaluate(
     restrict_to_split: bool = False,
     max_queries: int | None = None,
     seed: int = 0,
+    beam_only: bool = False,
 ) -> dict[str, Any]:
     """R@1/5/10 and MRR@10 of ``searcher.search_rows`` on a query split.
 
@@ -35,6 +36,11 @@ def evaluate(
     ``restrict_to_split`` ranks only the split's own items (CART/AVG paper protocol: e.g. the
     1k test images of Flickr30K); the default ranks every corpus item. The corpus oracle
     ceiling is reported when it exists and applies (all-items pool).
+
+    ``beam_only`` (the papers' beam-size ablation, AVG table 7): a beam narrower than ``k``
+    returns only its ``beam`` identifiers, and the ranking is padded to ``k`` (so R@10 of
+    beam 5 counts 5 results), instead of the search widening to ``k`` (the rule of
+    :func:`gcmr.search.beam.effective_beam`).
     """
     queries = corpus.split(split)
     relevant = corpus.relevant_rows(split)
@@ -45,7 +51,10 @@ def evaluate(
     candidates = split_candidates(corpus, split) if restrict_to_split else None
     texts = [q.text for q in queries]
     t0 = time.perf_counter()
-    _, rows = searcher.search_rows(texts, k=k, beam=beam, candidates=candidates)
+    width = min(k, beam) if beam_only and beam is not None else k
+    _, rows = searcher.search_rows(texts, k=width, beam=beam, candidates=candidates)
+    if width < k:
+        rows = np.pad(rows, ((0, 0), (0, k - width)), constant_values=-1)
     seconds = time.perf_counter() - t0
     metrics = retrieval_metrics(rows, relevant, ks=tuple(x for x in (1, 5, 10) if x <= k),
                                 mrr_k=min(10, k))
@@ -59,6 +68,7 @@ def evaluate(
         "candidates": int(len(candidates)) if candidates is not None else len(corpus),
         "k": k,
         "beam": beam,
+        "beam_only": beam_only,
         "metrics": metrics,
         "oracle": oracle,
         "fraction_of_oracle": {m: metrics[m] / oracle[m] for m in metrics

@@ -68,6 +68,30 @@ def read_dense_manifest(model_dir: str | Path) -> dict[str, Any]:
     return read_manifest(model_dir, fmt=DENSE_FORMAT, versions=(DENSE_VERSION,))
 
 
+def read_model_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """The checked manifest of a generative or a dense model directory (by its format)."""
+    fmt = manifest_format(model_dir)
+    if fmt == DENSE_FORMAT:
+        return read_dense_manifest(model_dir)
+    return read_generative_manifest(model_dir)
+
+
+def read_train_log(model_dir: str | Path) -> list[dict[str, Any]]:
+    """The epoch records of ``train_log.jsonl`` (empty when training wrote none yet)."""
+    path = Path(model_dir) / TRAIN_LOG
+    if not path.is_file():
+        return []
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{path} line {lineno}: malformed JSON ({exc})") from exc
+    return records
+
+
 def weights_path(model_dir: str | Path, manifest: dict[str, Any]) -> Path:
     """The selected weights of a model directory; refuses a directory that has none yet."""
     path = Path(model_dir) / manifest.get("weights", WEIGHTS)
