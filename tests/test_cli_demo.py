@@ -34,15 +34,20 @@ def test_demo_model_defaults_are_cpu_sized() -> None:
     args = build_parser().parse_args(["demo"])
     assert (args.items, args.epochs) == (2000, 8)
     assert args.d_model is None  # the demo preset applies unless a flag overrides it
-    from gcmr.bench.demo import DEMO_MODEL
+    assert args.preset == "demo" and args.lr is None  # lr: the preset's
+    from gcmr.train.config import load_preset
 
-    assert DEMO_MODEL["d_model"] < 192
+    demo = load_preset("demo")
+    assert demo["model"]["d_model"] < 192
+    # today's demo, exactly: d_model 128 / 4 heads / FFN 512 (3 + 3 layers), lr 2e-3
+    assert demo["model"] == {"d_model": 128, "n_heads": 4, "d_ff": 512}
+    assert demo["train"] == {"lr": 2e-3}
 
 
 def _quickstart() -> list[str]:
     text = README.read_text(encoding="utf-8")
     section = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+    return re.findall(r"```bash\n(.*?)\n```", section, flags=re.DOTALL)
 
 
 def test_readme_quickstart_has_exactly_two_command_lines() -> None:

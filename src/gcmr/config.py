@@ -1,4 +1,5 @@
-"""Configuration dataclasses that round-trip through JSON.
+"""Configuration dataclasses that round-trip through JSON, config files layered under
+flags, and where the shipped presets live.
 
 ``to_dict`` / ``from_dict`` are strict: an unknown key or a wrong type names the field, so a
 hand-edited config fails clearly instead of being silently ignored.
@@ -16,6 +17,10 @@ from typing import Any, TypeVar
 from gcmr.errors import ConfigError
 
 T = TypeVar("T", bound="JsonConfig")
+
+# model + training presets shipped with the package (src/gcmr/presets/*.json, package data);
+# read by gcmr.train.config.load_preset
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -112,3 +117,35 @@ class JsonConfig:
 
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def config_file_fields(cls: type[T], path: str | Path) -> dict[str, Any]:
+    """The fields a ``--config`` JSON file of ``cls`` sets, checked by ``cls`` (errors name the
+    file and the field), so that only those override what lies below them (defaults, a
+    preset) and flags override them in turn."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    config = cls.from_file(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {k: getattr(config, k) for k in data}
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``gcmr train --preset NAME``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A shipped preset's file, or ``name_or_path`` itself when it names a JSON file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".json") or "/" in text or "\\" in text:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such preset file")
+        return path
+    shipped = PRESETS_DIR / f"{text}.json"
+    if not shipped.is_file():
+        raise ConfigError(f"unknown preset {text!r}: the shipped presets are "
+                          f"{', '.join(preset_names()) or 'none'} (or give a FILE.json)")
+    return shipped

@@ -23,8 +23,9 @@ def test_index_verb_builds_and_prints_stats(small_corpus, tmp_path, capsys):
 
 def test_index_verb_json_and_schemes(small_corpus, tmp_path, capsys):
     out = tmp_path / "idx"
-    assert main(["index", str(small_corpus.path), str(out), *FAST, "--scheme", "hkmeans",
-                 "--levels", "1", "--json"]) == 0
+    # hkmeans reads neither --codebook-size nor the RQ-VAE --epochs of FAST (refused now)
+    assert main(["index", str(small_corpus.path), str(out), "--clusters", "8", "--quiet",
+                 "--scheme", "hkmeans", "--levels", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["scheme"] == "hkmeans" and len(data["level_sizes"]) == 3
     assert data["stats"]["unique_ids_pct"] == 100.0

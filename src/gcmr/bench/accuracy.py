@@ -32,6 +32,7 @@ for exactly the same thing, so an interrupted suite continues where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -40,9 +41,14 @@ from typing import Any
 
 from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
+from gcmr.model.config import EncoderConfig
 from gcmr.progress import err_console
 
 METRICS = ("R@1", "R@5", "R@10", "MRR@10")
+# model options the dense tower shares with the generative model: the query encoder's fields
+# (EncoderConfig's; vocab_size comes from the tokenizer)
+TOWER_MODEL_KEYS = tuple(f.name for f in dataclasses.fields(EncoderConfig)
+                         if f.name != "vocab_size")
 # TrainConfig fields that change how fast a run goes, not what it computes: a model trained
 # with other values is reused
 RUNTIME_FIELDS = ("num_threads", "device")
@@ -249,9 +255,7 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
             row["index_s"] = round(index_s, 1)
             beam = spec.beam or config.beam
         else:  # dense
-            tower = {key: config.model[key] for key in ("d_model", "n_heads", "d_ff",
-                                                        "encoder_layers", "dropout")
-                     if key in config.model}
+            tower = {key: config.model[key] for key in TOWER_MODEL_KEYS if key in config.model}
             tower.update(config.tower)
             dense_dir = work / f"dense-{_key(_budget(train_config), tower, corpus.fingerprint)}"
             if _complete(dense_dir, _budget(train_config)):

@@ -18,13 +18,13 @@ from typing import Any
 
 from gcmr.progress import err_console
 
-# A CPU-sized model for the demo: the library default (d_model 192 / FFN 768, chosen for
-# search speed) trains at ~20-60 pairs/s on two CPU cores, too slow for a first run. This one
-# trains at ~200 pairs/s and keeps the architecture (3 + 3 layers, CART fusion); any model flag
-# overrides it. Measured (benchmarks/model_size.sh): d_model 64 trains 2x faster but reaches
-# R@1 0.105 where 128 reaches 0.450, so the demo uses 128 on a smaller world.
-DEMO_MODEL = {"d_model": 128, "n_heads": 4, "d_ff": 512}
-DEMO_LR = 2e-3
+# The demo's model and learning rate are the "demo" preset (src/gcmr/presets/demo.json): a
+# CPU-sized model, since the library default (d_model 192 / FFN 768, chosen for search speed)
+# trains at ~20-60 pairs/s on two CPU cores, too slow for a first run. That one trains at ~200
+# pairs/s and keeps the architecture (3 + 3 layers, CART fusion); any model option overrides
+# it. Measured (benchmarks/model_size.sh): d_model 64 trains 2x faster but reaches R@1 0.105
+# where 128 reaches 0.450, so the demo uses 128 on a smaller world.
+DEMO_PRESET = "demo"
 # the throughput measurement: concurrent queries per batch and beam width
 DEMO_BATCH = 100
 DEMO_BEAM = 10
@@ -73,15 +73,19 @@ class DemoResult:
 
 
 def run_demo(work: str | Path, *, items: int = 2000, dim: int = 1024, epochs: int = 8,
-             lr: float = DEMO_LR, threads: int = 0, seed: int = 0,
-             model_options: dict[str, Any] | None = None, show_progress: bool = True,
+             lr: float | None = None, threads: int = 0, seed: int = 0,
+             model_options: dict[str, Any] | None = None,
+             preset: str | Path | dict[str, Any] = DEMO_PRESET, show_progress: bool = True,
              observer: DemoObserver | None = None) -> DemoResult:
     """Run the whole pipeline under ``work`` (``corpus/``, ``index/``, ``model/``, replaced if
     they exist) and return what it measured.
 
-    ``model_options`` override :data:`DEMO_MODEL` (a CPU-sized model); ``threads`` is torch's
-    CPU thread count (0 = torch's default). ``observer`` receives the stage headings and notes
-    (default: :class:`DemoObserver`, printed to stderr); ``show_progress`` shows progress bars.
+    ``preset`` (a name, a JSON file or a :func:`~gcmr.train.config.load_preset` result; default
+    the CPU-sized ``demo``) gives the model and the training options; ``model_options`` and
+    ``lr`` (default: the preset's) override them, and ``epochs``, ``seed`` and ``threads``
+    (torch's CPU thread count, 0 = torch's default) always apply. ``observer`` receives the
+    stage headings and notes (default: :class:`DemoObserver`, printed to stderr);
+    ``show_progress`` shows progress bars.
     """
     from gcmr.corpus import load_corpus, summarize
     from gcmr.corpus.synth import SynthConfig, synthesize
@@ -89,8 +93,11 @@ def run_demo(work: str | Path, *, items: int = 2000, dim: int = 1024, epochs: in
     from gcmr.ids import IndexConfig, build_index
     from gcmr.search.retriever import Retriever
     from gcmr.train import TrainConfig, train
+    from gcmr.train.config import load_preset
 
     observer = observer or DemoObserver()
+    if not isinstance(preset, dict):
+        preset = load_preset(preset)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -113,10 +120,14 @@ def run_demo(work: str | Path, *, items: int = 2000, dim: int = 1024, epochs: in
 
     observer.stage("3/4 training the generative retriever")
     t0 = time.perf_counter()
-    config = TrainConfig(epochs=epochs, seed=seed, lr=lr, num_threads=max(0, threads))
-    options = {**DEMO_MODEL, **(model_options or {})}
-    observer.note("model: " + ", ".join(f"{k} {v}" for k, v in options.items())
-                  + f"; {epochs} epochs, lr {lr:g}")
+    fields = {**preset.get("train", {}), "epochs": epochs, "seed": seed,
+              "num_threads": max(0, threads)}
+    if lr is not None:
+        fields["lr"] = lr
+    config = TrainConfig.from_dict(fields, where="demo training options")
+    options = {**preset.get("model", {}), **(model_options or {})}
+    shape = ", ".join(f"{k} {v}" for k, v in options.items()) or "the library default"
+    observer.note(f"model: {shape}; {epochs} epochs, lr {config.lr:g}")
     model_dir = work / "model"
     result = train(index_dir, model_dir, config=config, model_options=options, overwrite=True,
                    show_progress=show_progress)

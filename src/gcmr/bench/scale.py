@@ -124,10 +124,10 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
     from gcmr.bench.world import ItemsView, sample_queries, world_embeddings, world_texts
     from gcmr.ids import IndexConfig, Trie, build_index
     from gcmr.ids.index import assemble
-    from gcmr.model import GenerativeRetrievalModel, ModelConfig, QueryTokenizer
+    from gcmr.model import EncoderConfig, GenerativeRetrievalModel, ModelConfig, QueryTokenizer
+    from gcmr.model.dense import DenseTower, DenseTowerConfig
     from gcmr.search.dense import DenseSearchConfig, make_backend
     from gcmr.search.retriever import search_rows
-    from gcmr.model.dense import DenseTower, DenseTowerConfig
 
     config = config or ScaleConfig()
     unknown = sorted(set(reports) - {"throughput", "memory"})
@@ -159,10 +159,11 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
     texts = sample_queries(seed=config.seed, count=n_texts)
     if len(texts) < n_texts:
         raise ConfigError(f"need {n_texts} query texts, the world gave {len(texts)}")
-    shared = {k: v for k, v in config.model.items()
-              if k in ("d_model", "n_heads", "d_ff", "encoder_layers")}
+    # the tower shares the query encoder's fields of config.model (EncoderConfig's)
+    encoder_fields = {f.name for f in dataclasses.fields(EncoderConfig)} - {"vocab_size"}
+    shared = {k: v for k, v in config.model.items() if k in encoder_fields}
     tower = DenseTower(DenseTowerConfig(vocab_size=tokenizer.vocab_size, item_dim=config.dim,
-                                        dropout=0.0, **shared)).eval()
+                                        **{"dropout": 0.0, **shared})).eval()
     tower_bytes = _param_bytes(tower)
     arch = {**{f.name: f.default for f in dataclasses.fields(ModelConfig)
                if f.default is not dataclasses.MISSING}, **config.model}

@@ -6,7 +6,16 @@ import argparse
 from pathlib import Path
 
 from gcmr.cli.common import positive_int, print_table, report_eval
-from gcmr.cli.retrieval import add_model_options, add_train_options
+from gcmr.cli.options import (
+    TOWER_OPTIONS,
+    add_model_group,
+    add_options,
+    add_train_group,
+    load_preset_of,
+    model_options,
+    tower_options,
+    train_config,
+)
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
@@ -27,7 +36,7 @@ def _search_options(args: argparse.Namespace) -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from gcmr.cli.retrieval import add_train_options
+    from gcmr.model.config import DenseTowerConfig
 
     p = sub.add_parser(
         "train-dense", help="train the dual-tower dense baseline",
@@ -35,23 +44,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train queries): the same query encoder architecture and tokenizer, pooled and "
         "projected into the item embedding space, symmetric InfoNCE with in-batch negatives "
         "against the frozen item embeddings. Training options are those of `gcmr train` (one "
-        "budget for both; generative-only options such as --omega are ignored).")
+        "budget for both; generative-only options such as --omega are ignored); a --preset "
+        "gives the tower the encoder fields of its model. --resume continues OUT.")
     p.add_argument("source", type=Path, help="corpus directory, or an index directory (its "
                    "corpus is used)")
     p.add_argument("out", type=Path, help="dense model directory to write")
     p.add_argument("--corpus", type=Path, help="corpus directory (default: the index's)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue training OUT from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = add_model_options(p, title="query tower", encoder_only=True)
-    g.add_argument("--pooling", choices=("mean", "first"), help="token pooling (default mean)")
-    g.add_argument("--temperature", type=float, help="initial InfoNCE temperature (default 0.07)")
-    g.add_argument("--fixed-temperature", action="store_true",
-                   help="do not learn the temperature")
+    # the query encoder's flags (EncoderConfig's fields) and the tower's own
+    add_options(p.add_argument_group("query tower"), DenseTowerConfig, TOWER_OPTIONS)
     _add_search_options(p)
     p.add_argument("--save-index", action="store_true",
                    help="build the faiss index of --backend now and save it in OUT "
                    "(otherwise it is rebuilt from the corpus when the model is loaded)")
-    add_train_options(p)
+    add_train_group(p, preset=True)
     p.set_defaults(func=cmd_train_dense)
 
     p = sub.add_parser(
@@ -78,20 +87,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train_dense(args: argparse.Namespace) -> int:
-    from gcmr.cli.retrieval import train_config
     from gcmr.search.dense import DenseSearchConfig
     from gcmr.train.dense import train_dense
 
-    tower = {k: v for k, v in {"d_model": args.d_model, "n_heads": args.heads,
-                               "d_ff": args.ffn, "encoder_layers": args.encoder_layers,
-                               "dropout": args.dropout, "pooling": args.pooling,
-                               "temperature": args.temperature}.items() if v is not None}
-    if args.fixed_temperature:
-        tower["learn_temperature"] = False
+    preset = load_preset_of(args)
     search = DenseSearchConfig.from_dict(_search_options(args), where="dense search options")
-    result = train_dense(args.source, args.out, config=train_config(args), tower_options=tower,
-                         search=search, corpus_path=args.corpus, save_index=args.save_index,
-                         overwrite=args.overwrite, show_progress=not args.quiet)
+    result = train_dense(args.source, args.out, config=train_config(args, preset),
+                         tower_options=tower_options(args, preset), search=search,
+                         corpus_path=args.corpus, save_index=args.save_index,
+                         resume=args.resume, overwrite=args.overwrite,
+                         show_progress=not args.quiet)
     rows = [("model", str(result.out)), ("epochs", result.epochs_run),
             ("training pairs", f"{result.num_pairs:,}"), ("seconds", f"{result.seconds:.1f}"),
             ("selected epoch", result.best_epoch), ("search backend", search.backend)]
@@ -188,15 +193,14 @@ def _add_accuracy_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--index-config", type=Path,
                    help="IndexConfig JSON applied to every row (each row sets its scheme)")
     g.add_argument("--index-max-steps", type=int, help="RQ-VAE optimizer steps of every index")
-    add_model_options(p)
-    add_train_options(p)
+    add_model_group(p)
+    add_train_group(p)
 
 
 def _accuracy_config(args: argparse.Namespace):
     import json
 
     from gcmr.bench.accuracy import AccuracyConfig, parse_rows
-    from gcmr.cli.retrieval import model_options, train_config
 
     index: dict = {}
     if args.index_config:

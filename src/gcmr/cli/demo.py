@@ -10,12 +10,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gcmr.bench.demo import DEMO_BATCH, DEMO_BEAM, DEMO_LR, DEMO_MODEL, DemoObserver, run_demo
+from gcmr.bench.demo import DEMO_BATCH, DEMO_BEAM, DEMO_PRESET, DemoObserver, run_demo
 from gcmr.cli.common import positive_int, print_table
-from gcmr.cli.retrieval import add_model_options, model_options
+from gcmr.cli.options import add_model_group, add_preset_option, load_preset_of, model_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from gcmr.train.config import load_preset
+
+    demo = load_preset(DEMO_PRESET)  # the defaults the help shows
     p = sub.add_parser("demo", help="run the whole pipeline on a synthetic world",
                        description="Build a synthetic world, validate it, build CART semantic "
                        "identifiers, train the generative retriever, evaluate it on the test "
@@ -24,16 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--items", type=positive_int, default=2000, help="items (default 2000)")
     p.add_argument("--dim", type=positive_int, default=1024, help="embedding dim (default 1024)")
     p.add_argument("--epochs", type=positive_int, default=8, help="training epochs (default 8)")
-    p.add_argument("--lr", type=float, default=DEMO_LR,
-                   help=f"peak learning rate (default {DEMO_LR:g})")
+    add_preset_option(p, default=DEMO_PRESET, overridden_by="--lr and the model flags")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default: the preset's; {demo['train']['lr']:g} "
+                   f"for {DEMO_PRESET})")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0 = torch's default, all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_model_options(p, DEMO_MODEL)
-    p.epilog = ("The demo model is smaller than the library default so that it trains in a few "
-                "minutes on a CPU: d_model 128, 4 heads, FFN 512, 3 + 3 layers (the model flags "
-                "override it). About 8 minutes on 2 idle cores.")
+    add_model_group(p, defaults=demo["model"])
+    p.epilog = ("The demo model (the demo preset) is smaller than the library default so that "
+                "it trains in a few minutes on a CPU: d_model 128, 4 heads, FFN 512, 3 + 3 layers "
+                "(--preset and the model flags override it; --epochs, --seed and --threads "
+                "always apply). About 8 minutes on 2 idle cores.")
     p.set_defaults(func=cmd_demo)
 
 
@@ -57,7 +63,8 @@ class _PrintIndexSummary(DemoObserver):
 def _demo(args: argparse.Namespace, work: Path) -> int:
     result = run_demo(work, items=args.items, dim=args.dim, epochs=args.epochs, lr=args.lr,
                       threads=args.threads, seed=args.seed, model_options=model_options(args),
-                      show_progress=not args.quiet, observer=_PrintIndexSummary())
+                      preset=load_preset_of(args), show_progress=not args.quiet,
+                      observer=_PrintIndexSummary())
     print_table(f"gcmr demo: CART on {result.queries:,} test queries over "
                 f"{result.candidates:,} items", ("metric", "value", "oracle ceiling",
                                                  "of oracle"), result.rows)

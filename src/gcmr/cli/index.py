@@ -6,79 +6,75 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gcmr.cli.common import positive_int, print_json, print_table
+from gcmr.cli.common import print_json, print_table
+from gcmr.cli.options import INDEX_OPTIONS, add_options, changes_from, flag_names, options_for
+
+# the help's group of each built-in scheme (gcmr.ids.config.SCHEME_FIELDS says which options
+# it reads); an option is listed under the first scheme that reads it
+SCHEME_TITLES = {
+    "cart": "cart: coarse K-Means token + RQ-VAE fine tokens on the residual (default)",
+    "rq": "rq: RQ-VAE only, M + 1 levels (CART w/o K-Means)",
+    "hkmeans": "hkmeans: hierarchical K-Means, M + 1 levels (CART w/o RQ-VAE)",
+    "atomic": "atomic: one token per item",
+    "random": "random: M + 1 keyed-hash tokens",
+    "avg": "avg: AVG aligned vokens",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    # no gcmr.ids import here: it pulls in torch, and `gcmr --help` must stay fast
+    # gcmr.ids.config only: gcmr.ids pulls in torch, and `gcmr --help` must stay fast
+    from gcmr.ids.config import COMMON_FIELDS, SCHEME_FIELDS, IndexConfig, schemes_using
+
     p = sub.add_parser(
         "index", help="build semantic identifiers for a corpus",
         description="Fit an identifier scheme on the corpus embeddings and write the index "
         "directory (manifest, ids.npy, item ids, trie and scheme tensors). CART: coarse "
         "K-Means token + RQ-VAE fine tokens on the residual + unique counter. Prints per-level "
-        "codebook utilization, entropy, dead codes and the collision rate.")
+        "codebook utilization, entropy, dead codes and the collision rate. Options are grouped "
+        "by the schemes that read them; an option the chosen scheme ignores is refused.")
     p.add_argument("corpus", type=Path, help="corpus directory")
     p.add_argument("out", type=Path, help="output index directory")
-    p.add_argument("--scheme", default=None,
-                   help="identifier scheme: cart (default), rq, hkmeans, atomic, random, or one "
-                   "registered by an extension (e.g. avg)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="IndexConfig JSON file; the options below override it")
-    p.add_argument("--clusters", type=positive_int, default=None,
-                   help="coarse K-Means clusters K (default 128)")
-    p.add_argument("--codebook-size", type=positive_int, default=None,
-                   help="vectors per RQ codebook (default 128)")
-    p.add_argument("--levels", type=positive_int, default=None,
-                   help="fine RQ levels M (default 2; rq/hkmeans/random use M + 1 levels)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="RQ-VAE epochs")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="RQ-VAE optimizer step cap (0 = none)")
-    p.add_argument("--max-fit-items", type=positive_int, default=None,
-                   help="fit on a seeded subsample of at most this many items")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    g = p.add_argument_group("AVG aligned vokens (--scheme avg)")
-    g.add_argument("--vokens", type=positive_int, default=None,
-                   help="voken length M (default 4, AVG table 5)")
-    g.add_argument("--voken-codebook-size", type=positive_int, default=None,
-                   help="voken codebook entries N (default 1024, AVG table 4)")
-    g.add_argument("--per-step-codebooks", action="store_true",
-                   help="one codebook per quantization step instead of AVG's shared one")
-    g.add_argument("--align-weight", type=float, default=None,
-                   help="weight of the caption alignment loss (default 1; 0 = 'w/o alignment')")
-    g.add_argument("--text-encoder", default=None,
-                   help="caption text encoder when the corpus has no caption_embeddings.npy: "
-                   "minilm (default, offline), sentence-transformers:SRC, or a CLIP/CLAP text "
-                   "tower spec (see gcmr embed --help)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for the build; 0 = torch's choice (default 1: on a busy "
                    "2-core machine two threads made the 5k index 4x slower than one)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    common = p.add_argument_group("every scheme")
+    common.add_argument("--config", type=Path, default=None,
+                        help="IndexConfig JSON file (any fields); the options below override it")
+    add_options(common, IndexConfig, options_for(INDEX_OPTIONS, COMMON_FIELDS))
+    flags = flag_names(INDEX_OPTIONS)
+    placed: set[str] = set(COMMON_FIELDS)
+    for scheme, fields in SCHEME_FIELDS.items():
+        own = [o for o in INDEX_OPTIONS if o.field in fields and o.field not in placed]
+        earlier = [flags[f] for f in flags if f in fields and f in placed - COMMON_FIELDS]
+        if earlier:
+            description = "also reads " + ", ".join(earlier)
+        elif not own:
+            description = "reads only the options of every scheme"
+        else:
+            description = None
+        g = p.add_argument_group(SCHEME_TITLES.get(scheme, scheme), description)
+        add_options(g, IndexConfig, own, suffix={
+            o.field: f" [{', '.join(schemes_using(o.field))}]" for o in own})
+        placed.update(o.field for o in own)
     p.set_defaults(func=cmd_index)
 
 
-OPTION_FIELDS = {
-    "scheme": "scheme", "clusters": "num_clusters", "codebook_size": "codebook_size",
-    "levels": "num_fine_levels", "epochs": "epochs", "max_steps": "max_steps",
-    "max_fit_items": "max_fit_items", "seed": "seed", "vokens": "voken_length",
-    "voken_codebook_size": "voken_codebook_size", "align_weight": "align_weight",
-    "text_encoder": "text_encoder",
-}
-
-
 def config_from_args(args: argparse.Namespace) -> Any:
+    """The IndexConfig of ``--config`` (or the defaults) with the flags given applied; flags
+    the resulting scheme does not read are refused (:meth:`IndexConfig.check_options`)."""
     from gcmr.errors import ConfigError
-    from gcmr.ids import IndexConfig
+    from gcmr.ids.config import IndexConfig
 
     if args.config is not None and not args.config.is_file():
         raise ConfigError(f"{args.config}: no such config file")
     config = IndexConfig.from_file(args.config) if args.config else IndexConfig()
-    changes = {field: getattr(args, opt) for opt, field in OPTION_FIELDS.items()
-               if getattr(args, opt) is not None}
-    if args.per_step_codebooks:
-        changes["shared_codebook"] = False
+    changes = changes_from(args, INDEX_OPTIONS)
     config = config.replace(**changes)  # __post_init__ validates the result
+    config.check_options(changes, names=flag_names(INDEX_OPTIONS))
     return config
 
 

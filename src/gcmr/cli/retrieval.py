@@ -6,108 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from gcmr.cli.common import nonneg_float, positive_int, print_table, report_eval
+from gcmr.cli.common import positive_int, print_table, report_eval
+from gcmr.cli.options import (
+    add_model_group,
+    add_train_group,
+    load_preset_of,
+    model_options,
+    train_config,
+)
 from gcmr.errors import GcmrError
-
-# ModelConfig's defaults, for help texts (importing gcmr.model would load torch on every
-# `gcmr --help`; tests/test_cli_defaults.py checks that these match ModelConfig)
-MODEL_HELP_DEFAULTS = {"d_model": 192, "n_heads": 4, "d_ff": 768, "encoder_layers": 3,
-                       "decoder_layers": 3, "dropout": 0.1}
-
-
-def add_model_options(p: argparse.ArgumentParser, defaults: dict | None = None, *,
-                      title: str = "model", encoder_only: bool = False
-                      ) -> argparse._ArgumentGroup:
-    """Model-shape flags; ``defaults`` (ModelConfig field -> value) only changes the help text
-    for a command whose defaults differ from ModelConfig's. ``encoder_only`` leaves out the
-    decoder flags (the dense tower is an encoder)."""
-    d = {**MODEL_HELP_DEFAULTS, **(defaults or {})}
-    g = p.add_argument_group(title)
-    g.add_argument("--d-model", type=positive_int,
-                   help=f"transformer width (default {d['d_model']})")
-    g.add_argument("--heads", type=positive_int, help=f"attention heads (default {d['n_heads']})")
-    g.add_argument("--ffn", type=positive_int, help=f"feed-forward width (default {d['d_ff']})")
-    g.add_argument("--encoder-layers", type=positive_int,
-                   help=f"encoder layers (default {d['encoder_layers']})")
-    if not encoder_only:
-        g.add_argument("--decoder-layers", type=positive_int,
-                       help=f"decoder layers (default {d['decoder_layers']})")
-    g.add_argument("--dropout", type=nonneg_float, help=f"dropout (default {d['dropout']:g})")
-    if not encoder_only:
-        g.add_argument("--fusion", choices=("cart", "none"),
-                       help="decoder fusion: cart (coarse + fine, CART eqs. 2-5) or none (plain "
-                       "cross-attention to the last encoder layer; the 'w/o fusion' ablation)")
-    return g
-
-
-def model_options(args: argparse.Namespace) -> dict:
-    names = {"d_model": "d_model", "heads": "n_heads", "ffn": "d_ff",
-             "encoder_layers": "encoder_layers", "decoder_layers": "decoder_layers",
-             "dropout": "dropout", "fusion": "fusion"}
-    return {key: getattr(args, arg) for arg, key in names.items() if getattr(args, arg) is not None}
-
-
-def add_train_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("--config", type=Path, help="TrainConfig JSON file; flags override it")
-    g.add_argument("--method", choices=("cart", "avg"), help="cart (CE + R-Drop) or avg "
-                   "(CE + discriminative loss over beam-searched candidates)")
-    g.add_argument("--epochs", type=positive_int)
-    g.add_argument("--batch-size", type=positive_int)
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--warmup-epochs", type=nonneg_float)
-    g.add_argument("--restart-epochs", type=nonneg_float,
-                   help="cosine restart period in epochs (0 = a single cosine cycle)")
-    g.add_argument("--omega", type=nonneg_float,
-                   help="R-Drop weight (default 0.15 for cart, 0 for avg; 0 = off)")
-    g.add_argument("--val-split", help="query split for model selection (default val)")
-    g.add_argument("--no-val", action="store_true", help="no validation; keep the last epoch")
-    g.add_argument("--select-metric", choices=("R@1", "R@5", "R@10", "MRR@10"))
-    g.add_argument("--patience", type=int, help="early stop after N epochs without improvement")
-    g.add_argument("--max-val-queries", type=positive_int)
-    g.add_argument("--no-captions", action="store_true",
-                   help="do not train on item captions (ablation of caption enhancement)")
-    g.add_argument("--no-train-queries", action="store_true",
-                   help="do not train on queries/train.jsonl")
-    g.add_argument("--vocab-size", type=positive_int, help="query tokenizer vocabulary")
-    g.add_argument("--max-query-length", type=positive_int)
-    g.add_argument("--dis-beam", type=positive_int, help="AVG: beam of the discriminative loss")
-    g.add_argument("--dis-weight", type=nonneg_float,
-                   help="AVG: weight of the discriminative loss (0 = the 'w/o L_dis' ablation)")
-    g.add_argument("--backbone", help="'t5:PATH_OR_NAME' = a pretrained T5 "
-                   "(transformers) with the identifier tokens added (AVG table 6); default: "
-                   "the from-scratch CART encoder-decoder")
-    g.add_argument("--no-voken-embedding", action="store_true",
-                   help="AVG: random voken embeddings (ablation 'w/o voken embedding')")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto | cpu | cuda | mps")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
-    g.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
-
-
-def train_config(args: argparse.Namespace):
-    from gcmr.train import TrainConfig
-
-    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    flags = {"method": "method", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-             "warmup_epochs": "warmup_epochs", "restart_epochs": "restart_epochs",
-             "omega": "omega", "val_split": "val_split", "select_metric": "select_metric",
-             "patience": "patience", "max_val_queries": "max_val_queries",
-             "vocab_size": "vocab_size", "max_query_length": "max_query_length",
-             "dis_beam": "dis_beam", "dis_weight": "dis_weight", "backbone": "backbone",
-             "seed": "seed", "device": "device",
-             "threads": "num_threads", "max_steps": "max_steps"}
-    changes = {key: getattr(args, arg) for arg, key in flags.items()
-               if getattr(args, arg, None) is not None}
-    if args.no_val:
-        changes["val_split"] = None
-    if args.no_captions:
-        changes["use_captions"] = False
-    if args.no_train_queries:
-        changes["use_train_queries"] = False
-    if getattr(args, "no_voken_embedding", False):
-        changes["voken_embedding_init"] = False
-    return TrainConfig.from_dict({**config.to_dict(), **changes})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -121,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue training OUT from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_model_options(p)
-    add_train_options(p)
+    add_model_group(p)
+    add_train_group(p, preset=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("search", help="search a trained model with text queries",
@@ -132,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="model directory (gcmr train or gcmr train-dense)")
     p.add_argument("queries", nargs="*", help="query texts")
     p.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
-    p.add_argument("--beam", type=positive_int, help="beam size (default max(10, k))")
+    p.add_argument("--beam", type=positive_int, help="beam size of a generative model (default "
+                   "max(10, k); widened to k when smaller); dense models have none")
     p.add_argument("--file", type=Path, help="file with one query per line ('-' = stdin)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of tables")
     p.add_argument("--index", type=Path, help="index directory (default: the model's)")
@@ -144,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="model directory")
     p.add_argument("--split", default="test", help="query split (default test)")
     p.add_argument("-k", type=positive_int, default=10)
-    p.add_argument("--beam", type=positive_int, help="beam size (default max(10, k))")
+    p.add_argument("--beam", type=positive_int, help="beam size of a generative model (default "
+                   "max(10, k); widened to k when smaller); dense models have none")
     p.add_argument("--restrict", action="store_true",
                    help="rank only the split's own items (paper protocol); default: all items")
     p.add_argument("--max-queries", type=positive_int, help="evaluate a seeded subsample")
@@ -157,8 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from gcmr.train import train
 
-    result = train(args.index, args.out, config=train_config(args),
-                   model_options=model_options(args), corpus_path=args.corpus,
+    preset = load_preset_of(args)
+    result = train(args.index, args.out, config=train_config(args, preset),
+                   model_options=model_options(args, preset), corpus_path=args.corpus,
                    resume=args.resume, overwrite=args.overwrite, show_progress=not args.quiet)
     rows = [("model", str(result.out)), ("epochs", result.epochs_run),
             ("training pairs", f"{result.num_pairs:,}"), ("seconds", f"{result.seconds:.1f}"),
@@ -166,6 +76,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows += [(f"val {k}", v) for k, v in result.best_metrics.items()]
     print_table("training finished", ("field", "value"), rows)
     return 0
+
+
+def beam_note(args: argparse.Namespace) -> None:
+    """One line on stderr when ``--beam`` was narrower than ``-k`` and the search widened it
+    (:func:`gcmr.search.beam.effective_beam`); called after the search, so a dense model,
+    which refuses ``--beam``, never gets it."""
+    if args.beam is None:
+        return
+    from gcmr.search.beam import effective_beam
+
+    width = effective_beam(args.beam, args.k)
+    if width != args.beam:
+        print(f"gcmr {args.command}: searching with beam {width} so that {args.k} distinct "
+              f"items can be returned", file=sys.stderr)
 
 
 def _read_queries(args: argparse.Namespace) -> list[str]:
@@ -196,6 +120,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     queries = _read_queries(args)
     searcher = load_searcher(args.model, index_path=args.index)
     scores, rows = searcher.search_rows(queries, k=args.k, beam=args.beam)
+    beam_note(args)
     results = ranked_hits(searcher, scores, rows, searcher.item_descriptions())
     for q, hits in zip(queries, results):
         if args.json:
@@ -218,6 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         f"(fingerprint {corpus.fingerprint} != {searcher.corpus_fingerprint})")
     result = evaluate(searcher, corpus, args.split, k=args.k, beam=args.beam,
                       restrict_to_split=args.restrict, max_queries=args.max_queries)
+    beam_note(args)
     result["model"] = str(args.model)
     report_eval(result, args.out or (args.model / f"eval_{args.split}.json"),
                 title=f"{args.model} on {args.split}", as_json=args.json)

@@ -1,11 +1,66 @@
-"""Configuration of an identifier index (``gcmr index``), saved in the index manifest."""
+"""Configuration of an identifier index (``gcmr index``), saved in the index manifest, and
+which of its fields each built-in scheme reads.
+
+:class:`IndexConfig` stays one flat record on disk (every index directory holds all fields),
+but a scheme reads only some of them: :data:`COMMON_FIELDS` plus :data:`SCHEME_FIELDS` of
+its name. :func:`check_scheme_options` refuses options set for a scheme that ignores them
+(``gcmr index --vokens 4 --scheme cart``). Torch-free (the CLI reads it for its help texts).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gcmr.config import JsonConfig
 from gcmr.errors import ConfigError
+
+# fields every scheme (or build_index itself) reads
+COMMON_FIELDS = frozenset({"scheme", "encode_batch_size", "seed", "device"})
+# the RQ-VAE recipe (gcmr.ids.rqvae: eq. 1, k-means codebook init, dead-code restarts)
+_RQVAE = ("latent_dim", "hidden_dims", "epochs", "max_steps", "batch_size", "lr",
+          "warmup_steps", "alpha", "beta", "restart_interval", "restart_threshold",
+          "init_kmeans_rows", "kmeans_iters")
+# mini-batch K-Means (the coarse token; hkmeans's large nodes)
+_KMEANS = ("kmeans_epochs", "kmeans_batch_size", "init_kmeans_rows", "kmeans_iters")
+# what each built-in scheme reads besides COMMON_FIELDS (gcmr.ids.schemes, gcmr.ids.avg);
+# a scheme registered elsewhere is not listed and may read any field
+SCHEME_FIELDS: dict[str, frozenset[str]] = {
+    "cart": frozenset({"num_clusters", "codebook_size", "num_fine_levels", "max_fit_items",
+                       *_KMEANS, *_RQVAE}),
+    "rq": frozenset({"codebook_size", "num_fine_levels", "max_fit_items", *_RQVAE}),
+    "hkmeans": frozenset({"num_clusters", "hkmeans_branching", "num_fine_levels",
+                          "max_fit_items", *_KMEANS}),
+    "atomic": frozenset(),
+    "random": frozenset({"codebook_size", "random_code_size", "num_fine_levels"}),
+    "avg": frozenset({"voken_length", "voken_codebook_size", "shared_codebook", "align_weight",
+                      "text_encoder", "max_fit_items", *_RQVAE}),
+}
+
+
+def schemes_using(name: str) -> list[str]:
+    """The built-in schemes that read the IndexConfig field ``name`` (all for a common one)."""
+    if name in COMMON_FIELDS:
+        return list(SCHEME_FIELDS)
+    return [scheme for scheme, fields in SCHEME_FIELDS.items() if name in fields]
+
+
+def check_scheme_options(scheme: str, fields: Iterable[str], *,
+                         names: Mapping[str, str] | None = None) -> None:
+    """Refuse options that ``scheme`` does not read: raise :class:`ConfigError` naming the
+    first such field (as ``names[field]``, e.g. the CLI flag, when given) and the schemes that
+    use it. A scheme registered outside :data:`SCHEME_FIELDS` is not checked."""
+    if scheme not in SCHEME_FIELDS:
+        return
+    used = COMMON_FIELDS | SCHEME_FIELDS[scheme]
+    names = names or {}
+    for name in fields:
+        if name in used:
+            continue
+        users = schemes_using(name)
+        label = names.get(name, f"index option {name}")
+        where = f"used by {', '.join(users)}" if users else "used by no built-in scheme"
+        raise ConfigError(f"{label} does not apply to --scheme {scheme} ({where})")
 
 
 @dataclass
@@ -56,6 +111,12 @@ class IndexConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def check_options(self, fields: Iterable[str], *,
+                      names: Mapping[str, str] | None = None) -> None:
+        """Refuse options set (``fields``) that this config's scheme does not read; see
+        :func:`check_scheme_options`."""
+        check_scheme_options(self.scheme, fields, names=names)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first option with an impossible value."""

@@ -1,15 +1,21 @@
 """Architecture configurations (saved in model manifests): the query encoder's shape, shared
 by the generative retriever (:class:`ModelConfig`) and the dense tower
-(:class:`gcmr.model.dense.DenseTowerConfig`), so both describe text capacity the same way."""
+(:class:`DenseTowerConfig`, re-exported by :mod:`gcmr.model.dense`), so both describe text
+capacity the same way.
+
+Torch-free (the CLI reads the defaults for its help texts without loading torch). A field
+whose values are a fixed set names them in ``metadata["choices"]``; the CLI offers them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gcmr.config import JsonConfig
 from gcmr.errors import ConfigError
 
 FUSIONS = ("cart", "none")
+POOLINGS = ("mean", "first")
 
 
 @dataclass(kw_only=True)
@@ -61,11 +67,22 @@ class ModelConfig(EncoderConfig):
 
     level_sizes: list[int]  # identifier vocabulary of each level (level-local codes)
     decoder_layers: int = 3
-    fusion: str = "cart"  # cart = coarse + fine fusion (eqs. 2-5) | none = cross-attend last layer
+    # cart = coarse + fine fusion (eqs. 2-5) | none = cross-attend last layer
+    fusion: str = field(default="cart", metadata={"choices": FUSIONS})
     tie_output_embeddings: bool = False  # share the identifier embedding with the output layer
+    # query-vector head for hybrid search: pooled last encoder layer -> Linear(d, query_dim),
+    # trained with InfoNCE against the item embeddings; query_dim = the corpus embedding dim D
+    # (0 = no head: pure generation, the papers' CART / AVG)
+    query_dim: int = 0
+    query_pooling: str = "mean"  # mean | first
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.query_dim < 0:
+            raise ConfigError(f"query_dim must be >= 0, got {self.query_dim}")
+        if self.query_pooling not in ("mean", "first"):
+            raise ConfigError(f"query_pooling must be 'mean' or 'first', got "
+                              f"{self.query_pooling!r}")
         if not self.level_sizes or any(int(v) < 1 for v in self.level_sizes):
             raise ConfigError(f"level_sizes must be a non-empty list of positive sizes, "
                               f"got {self.level_sizes}")
@@ -79,3 +96,24 @@ class ModelConfig(EncoderConfig):
     @property
     def num_levels(self) -> int:
         return len(self.level_sizes)
+
+
+@dataclass
+class DenseTowerConfig(EncoderConfig):
+    """Shape of the query tower (saved in the dense model manifest): the query encoder's fields
+    (keyword-only, :class:`EncoderConfig`'s defaults) plus the projection into the item space
+    (:class:`gcmr.model.dense.DenseTower`)."""
+
+    item_dim: int  # D of the corpus embeddings: the tower projects into that space
+    pooling: str = field(default="mean", metadata={"choices": POOLINGS})  # mean | first
+    temperature: float = 0.07  # initial InfoNCE temperature (CLIP's init)
+    learn_temperature: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.item_dim < 1:
+            raise ConfigError(f"item_dim must be >= 1, got {self.item_dim}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if not 0.0 < self.temperature <= 10.0:
+            raise ConfigError(f"temperature must be in (0, 10], got {self.temperature}")

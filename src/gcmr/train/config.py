@@ -1,18 +1,32 @@
-"""Training configuration (saved in the model manifest; round-trips through JSON)."""
+"""Training configuration (saved in the model manifest; round-trips through JSON), and the
+model + training presets (``gcmr train --preset cpu``).
+
+Torch-free (the CLI reads the defaults for its help texts without loading torch). A field
+whose values are a fixed set names them in ``metadata["choices"]``; the CLI offers them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from gcmr.config import JsonConfig
+from gcmr.config import PRESETS_DIR, JsonConfig, preset_path
 from gcmr.errors import ConfigError
+
+METHODS = ("cart", "avg")
+SELECT_METRICS = ("R@1", "R@5", "R@10", "MRR@10")
+TOKENIZERS = ("bpe", "wordpiece")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 @dataclass
 class TrainConfig(JsonConfig):
     """Options of ``gcmr train``. Defaults follow CART appendix C where it gives them."""
 
-    method: str = "cart"  # cart | avg (AVG adds the discriminative loss)
+    # cart | avg (AVG adds the discriminative loss)
+    method: str = field(default="cart", metadata={"choices": METHODS})
     epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-3  # peak learning rate after warm-up
@@ -29,21 +43,26 @@ class TrainConfig(JsonConfig):
     use_train_queries: bool = True  # train on queries/train.jsonl
     train_split: str = "train"
     val_split: str | None = "val"  # None disables validation / model selection
-    select_metric: str = "MRR@10"  # R@1 | R@5 | R@10 | MRR@10
+    select_metric: str = field(default="MRR@10", metadata={"choices": SELECT_METRICS})
     patience: int = 0  # stop after this many epochs without improvement (0 = never)
     max_val_queries: int = 1000  # validation subsample (seeded) per epoch
     val_beam: int = 10
     vocab_size: int = 8000  # query tokenizer vocabulary
     # bpe: deterministic training; wordpiece: the HF trainer assigns "##" pieces in hash-map
     # order, so two runs on the same texts can differ (huggingface/tokenizers#1794)
-    tokenizer: str = "bpe"
+    tokenizer: str = field(default="bpe", metadata={"choices": TOKENIZERS})
     lowercase: bool = True
     max_query_length: int = 32
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
-    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16
+    # auto (bf16 on CUDA, off elsewhere) | off | bf16 | fp16
+    amp: str = field(default="auto", metadata={"choices": AMP_MODES})
     num_threads: int = 0  # torch CPU threads (0 = torch default)
     max_steps: int = 0  # stop after this many optimizer steps in all (0 = no limit; for tests)
+    # weight of the query-vector head's InfoNCE loss (joint training for hybrid search: beam
+    # candidates reranked by the query vector's cosine to the item embeddings); 0 = no head,
+    # pure generation as in the papers
+    dense_weight: float = 0.0
     # AVG (method = "avg"): discriminative loss over beam-searched candidates (AVG eqs. 7-10)
     dis_beam: int = 10
     dis_weight: float = 1.0
@@ -53,7 +72,7 @@ class TrainConfig(JsonConfig):
     backbone: str = ""
 
     def __post_init__(self) -> None:
-        if self.method not in ("cart", "avg"):
+        if self.method not in METHODS:
             raise ConfigError(f"method must be 'cart' or 'avg', got {self.method!r}")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
@@ -65,19 +84,24 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"omega must be >= 0, got {self.omega}")
         if self.dis_beam < 1:
             raise ConfigError(f"dis_beam must be >= 1, got {self.dis_beam}")
+        if self.dense_weight < 0:
+            raise ConfigError(f"dense_weight must be >= 0, got {self.dense_weight}")
+        if self.dense_weight > 0 and self.backbone:
+            raise ConfigError("dense_weight > 0 needs the from-scratch model (the T5 backbone "
+                              "has no query-vector head)")
         if self.dis_weight < 0:
             raise ConfigError(f"dis_weight must be >= 0, got {self.dis_weight}")
         from gcmr.model.factory import parse_backbone
 
         parse_backbone(self.backbone)
-        if self.select_metric not in ("R@1", "R@5", "R@10", "MRR@10"):
+        if self.select_metric not in SELECT_METRICS:
             raise ConfigError(f"select_metric must be R@1, R@5, R@10 or MRR@10, "
                               f"got {self.select_metric!r}")
         if not (self.use_captions or self.use_train_queries):
             raise ConfigError("use_captions and use_train_queries are both off: no training data")
-        if self.tokenizer not in ("bpe", "wordpiece"):
+        if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"tokenizer must be 'bpe' or 'wordpiece', got {self.tokenizer!r}")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
+        if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")
 
     @property
@@ -86,3 +110,64 @@ class TrainConfig(JsonConfig):
         if self.omega is not None:
             return self.omega
         return 0.15 if self.method == "cart" else 0.0
+
+
+# ModelConfig fields a preset cannot set: they come from the data (tokenizer, index, corpus)
+DATA_MODEL_FIELDS = ("vocab_size", "level_sizes", "query_dim")
+PRESET_KEYS = ("description", "model", "train")
+
+
+def load_preset(name_or_path: str | Path) -> dict[str, Any]:
+    """Read a model + training preset: a shipped name (``demo``, ``cpu``, ``cuda``; see
+    :func:`gcmr.config.preset_names`) or a JSON file ``{"description": str, "model":
+    {ModelConfig fields}, "train": {TrainConfig fields}}``.
+
+    Returns ``{"name", "path", "description", "model", "train"}`` where ``model`` and
+    ``train`` hold only the fields the file sets (values checked and coerced by the
+    dataclasses), so callers can layer them: dataclass defaults < preset < ``--config`` <
+    flags. Errors name the file and the field.
+    """
+    from gcmr.model.config import ModelConfig
+
+    path = preset_path(name_or_path)
+    where = str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the preset: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a preset is a JSON object {{description, model, train}}")
+    unknown = sorted(set(data) - set(PRESET_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; a preset has {list(PRESET_KEYS)}")
+    if not isinstance(data.get("description"), str) or not data["description"].strip():
+        raise ConfigError(f"{where}: field 'description' must be a non-empty string")
+    for key in ("model", "train"):
+        if not isinstance(data.get(key, {}), dict):
+            raise ConfigError(f"{where}: field '{key}' must be an object of "
+                              f"{'ModelConfig' if key == 'model' else 'TrainConfig'} fields")
+    model, train = dict(data.get("model", {})), dict(data.get("train", {}))
+    fixed = sorted(set(model) & set(DATA_MODEL_FIELDS))
+    if fixed:
+        raise ConfigError(f"{where}: model field(s) {fixed} cannot be preset: they come from "
+                          f"the data (tokenizer, index and corpus); train.vocab_size sets the "
+                          f"tokenizer's vocabulary")
+    checked_model = _checked(ModelConfig, {"vocab_size": 2, "level_sizes": [1], **model},
+                             f"{where}: model")
+    checked_train = _checked(TrainConfig, train, f"{where}: train")
+    name = path.stem if path.parent == PRESETS_DIR else str(path)
+    return {"name": name, "path": str(path), "description": data["description"],
+            "model": {k: getattr(checked_model, k) for k in model},
+            "train": {k: getattr(checked_train, k) for k in train}}
+
+
+def _checked(cls: type, fields: dict[str, Any], where: str) -> Any:
+    """``cls.from_dict(fields)`` with every error prefixed by ``where`` (file and section)."""
+    try:
+        return cls.from_dict(fields, where=where)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") \
+            from None
