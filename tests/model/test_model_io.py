@@ -78,7 +78,7 @@ def test_missing_and_mismatched_weights_name_the_file(legacy: Path) -> None:
         load_generative(legacy / "model")
     tower, _, _ = load_dense_tower(legacy / "dense")
     state = tower.state_dict()
-    state.pop("projection.bias")
+    state.pop("head.projection.bias")
     save_weights(legacy / "dense" / "model.safetensors", state)
     with pytest.raises(ArtifactError, match="do not match the tower config"):
         load_dense_tower(legacy / "dense")

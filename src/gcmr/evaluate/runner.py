@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,19 @@ def split_candidates(corpus: Corpus, split: str) -> np.ndarray:
     """Rows of the items relevant to any query of ``split`` (the paper's candidate pool)."""
     rows = corpus.relevant_rows(split)
     return np.unique(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+
+
+def sample_queries(corpus: Corpus, split: str, max_queries: int | None = None, *,
+                   seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
+    """The texts and relevant rows of a split, or of a seeded subsample of ``max_queries``
+    of them (sorted, so the same seed always picks the same queries)."""
+    queries = corpus.split(split)
+    relevant = corpus.relevant_rows(split)
+    if max_queries is not None and len(queries) > max_queries:
+        pick = np.sort(np.random.default_rng(seed).choice(len(queries), max_queries, replace=False))
+        queries = [queries[i] for i in pick]
+        relevant = [relevant[i] for i in pick]
+    return [q.text for q in queries], relevant
 
 
 def evaluate(
@@ -42,14 +56,8 @@ def evaluate(
     beam 5 counts 5 results), instead of the search widening to ``k`` (the rule of
     :func:`gcmr.search.beam.effective_beam`).
     """
-    queries = corpus.split(split)
-    relevant = corpus.relevant_rows(split)
-    if max_queries is not None and len(queries) > max_queries:
-        pick = np.sort(np.random.default_rng(seed).choice(len(queries), max_queries, replace=False))
-        queries = [queries[i] for i in pick]
-        relevant = [relevant[i] for i in pick]
+    texts, relevant = sample_queries(corpus, split, max_queries, seed=seed)
     candidates = split_candidates(corpus, split) if restrict_to_split else None
-    texts = [q.text for q in queries]
     t0 = time.perf_counter()
     width = min(k, beam) if beam_only and beam is not None else k
     _, rows = searcher.search_rows(texts, k=width, beam=beam, candidates=candidates)
@@ -76,3 +84,25 @@ def evaluate(
         "seconds": round(seconds, 3),
         "queries_per_s": round(len(texts) / max(seconds, 1e-9), 1),
     }
+
+
+def choose_fusion_weight(cosines: np.ndarray, logprobs: np.ndarray, rows: np.ndarray,
+                         relevant: Sequence[np.ndarray], *, metric: str = "MRR@10",
+                         weights: Sequence[float] | None = None
+                         ) -> tuple[float, dict[str, float]]:
+    """The hybrid search's fusion weight (:mod:`gcmr.search.rerank`) with the best ``metric``
+    on held-out queries: one candidate search (``cosines``, ``logprobs``, ``rows`` [Q, C]),
+    every weight scored on it. Returns ``(weight, {weight: metric})``; ties go to the smaller
+    weight."""
+    from gcmr.search.rerank import WEIGHT_GRID, fuse, rank
+
+    weights = WEIGHT_GRID if weights is None else weights
+    table: dict[str, float] = {}
+    best_w, best = 0.0, -1.0
+    for w in weights:
+        _, ranked = rank(fuse(cosines, logprobs, w), rows, 10)
+        value = retrieval_metrics(ranked, relevant)[metric]
+        table[f"{w:g}"] = round(float(value), 5)
+        if value > best + 1e-12:
+            best_w, best = float(w), value
+    return best_w, table

@@ -29,6 +29,7 @@ from gcmr.model.layers import (
     KV,
     DecoderLayer,
     QueryEncoder,
+    QueryVectorHead,
     register_legacy_keys,
     xavier_init_,
 )
@@ -110,6 +111,9 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
                              persistent=False)
         self.register_buffer("level_size_tensor", torch.tensor(sizes, dtype=torch.int64),
                              persistent=False)
+        # registered last, so a model without it initializes exactly as before it existed
+        self.query_head = (QueryVectorHead(d, config.query_dim, pooling=config.query_pooling)
+                           if config.query_dim else None)
         register_legacy_keys(self, self.LEGACY_KEYS)
         self.reset_parameters()
 
@@ -119,6 +123,28 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         private generator seeded with ``config.seed`` (:func:`xavier_init_`)."""
         xavier_init_(self, self.config.seed)
         self.output_bias.zero_()
+        if self.query_head is not None:
+            self.query_head.reset_temperature()
+
+    # ---- query vector (hybrid search) ----------------------------------------------------
+
+    @property
+    def has_query_head(self) -> bool:
+        return self.query_head is not None
+
+    def query_vectors(self, enc: EncoderOutput) -> torch.Tensor:
+        """L2-normalized query vectors [B, query_dim] in the item embedding space, from the
+        same encoder pass that generation reads (one encoder pass serves both)."""
+        if self.query_head is None:
+            raise ConfigError("this model has no query-vector head (trained without "
+                              "--dense-weight); hybrid search needs one")
+        return self.query_head(enc.layers[-1], enc.mask)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        if self.query_head is None:
+            raise ConfigError("this model has no query-vector head")
+        return self.query_head.logit_scale
 
     # ---- encoder -------------------------------------------------------------------------
 

@@ -263,6 +263,49 @@ class QueryEncoder(nn.Module):
         return outputs, mask
 
 
+POOLINGS = ("mean", "first")
+
+
+class QueryVectorHead(nn.Module):
+    """A query vector in the item embedding space from the query encoder's last layer: pooled
+    (mean over real tokens, or the first token), projected by ``Linear(d, item_dim)`` and
+    L2-normalized, with a learnable InfoNCE temperature (CLIP: ``exp(log_scale)`` clamped at
+    100). The dense tower is a :class:`QueryEncoder` plus this head; the generative model
+    carries one too (its query-vector head, used to rerank beam-search candidates)."""
+
+    max_logit_scale = 100.0
+
+    def __init__(self, d_model: int, item_dim: int, *, pooling: str = "mean",
+                 temperature: float = 0.07, learn_temperature: bool = True) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
+        self.temperature = temperature
+        self.projection = nn.Linear(d_model, item_dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)),
+                                      requires_grad=learn_temperature)
+
+    @torch.no_grad()
+    def reset_temperature(self) -> None:
+        self.log_scale.fill_(math.log(1.0 / self.temperature))
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_scale.exp().clamp(max=self.max_logit_scale)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, T, d] (normalized last encoder layer), ``mask`` bool [B, 1, 1, T] or
+        [B, T] -> L2-normalized float32 [B, item_dim]."""
+        keep = mask.reshape(mask.shape[0], -1)
+        if self.pooling == "first":
+            pooled = x[:, 0]
+        else:
+            w = keep.unsqueeze(-1).to(x.dtype)
+            pooled = (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+        return F.normalize(self.projection(pooled).float(), dim=-1)
+
+
 # parameter names of the query encoder before it became its own module (gcmr 0.1 model dirs)
 ENCODER_LEGACY_KEYS = {"token_embedding.": "query_encoder.token_embedding.",
                        "position_embedding.": "query_encoder.position_embedding.",

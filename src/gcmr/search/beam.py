@@ -53,13 +53,17 @@ def effective_beam(beam: int | None, k: int) -> int:
 @torch.no_grad()
 def constrained_beam_search(model: GenerativeRetrievalModel, input_ids: torch.Tensor,
                             attention_mask: torch.Tensor, trie: Trie, *, beam: int,
-                            k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            k: int | None = None, enc=None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-``k`` identifiers of each query among those in ``trie``.
 
     Returns ``scores`` float32 [B, k] (sequence log-probabilities, best first), ``rows`` int64
     [B, k] (item rows from the trie's last level) and ``codes`` int64 [B, k, L]; where fewer than
     ``k`` identifiers exist, the tail is padded with -inf / -1 / -1. ``k`` defaults to ``beam``;
     ``k > beam`` searches with beam ``k`` (:func:`effective_beam`, the rule of every searcher).
+
+    ``enc`` is ``model.encode(input_ids, attention_mask)`` when the caller already has it (the
+    hybrid search reads the query vectors from the same pass).
 
     Runs without gradients and in the model's current mode (call ``model.eval()`` for
     deterministic results). To train through the results, rescore the returned codes with
@@ -78,7 +82,8 @@ def constrained_beam_search(model: GenerativeRetrievalModel, input_ids: torch.Te
                 torch.full((b, k), -1, dtype=torch.int64, device=device),
                 torch.full((b, k, num_levels), -1, dtype=torch.int64, device=device))
     trie_device = trie.offsets[0].device
-    enc = model.encode(input_ids, attention_mask)
+    if enc is None:
+        enc = model.encode(input_ids, attention_mask)
     query = torch.arange(b, device=device).unsqueeze(1)  # [B, 1]
     nodes = torch.zeros(b, 1, dtype=torch.int64, device=device)  # root
     scores = torch.zeros(b, 1, device=device)

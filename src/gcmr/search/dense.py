@@ -50,6 +50,7 @@ from gcmr.search.faiss_index import (
     save_faiss_index,
     set_search_params,
 )
+from gcmr.search.rerank import open_item_embeddings
 
 # the score matrix of one (query batch x item chunk) step is kept under this many floats
 _MAX_SCORE_ELEMS = 1 << 25
@@ -351,17 +352,6 @@ def read_item_ids(corpus_path: Path, num_items: int) -> list[str]:
     if len(ids) != num_items:
         raise CorpusError(f"{path}: {len(ids)} items but the embeddings have {num_items} rows")
     return ids
-
-
-def open_item_embeddings(corpus_path: Path) -> np.ndarray:
-    """The corpus's ``embeddings.npy`` as a read-only memory map."""
-    path = Path(corpus_path) / "embeddings.npy"
-    if not path.is_file():
-        raise CorpusError(f"{path}: missing; the dense model's corpus has moved (pass --corpus)")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise CorpusError(f"{path}: cannot read embeddings ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------- zero-shot

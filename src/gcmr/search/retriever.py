@@ -14,42 +14,76 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcmr.errors import ArtifactError, GcmrError
+from gcmr.errors import ArtifactError, ConfigError, GcmrError
 from gcmr.ids.trie import Trie
 from gcmr.search.beam import effective_beam
+from gcmr.search.rerank import ItemVectors, RerankConfig, fuse, open_item_embeddings, rank
 
 
 @torch.no_grad()
-def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int | None,
-                device: torch.device | str = "cpu", batch_size: int = 256,
-                row_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Constrained beam search for a list of texts in batches.
+def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int,
+                      beam: int | None, device: torch.device | str = "cpu",
+                      batch_size: int = 256, row_map: np.ndarray | None = None,
+                      item_vectors: ItemVectors | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Constrained beam search for a list of texts in batches: the ``k`` best identifiers of
+    each query as ``(logprobs float32 [Q, k], rows int64 [Q, k], cosines)``, -inf / -1
+    padding. With ``item_vectors`` (hybrid search), ``cosines`` [Q, k] are the candidates'
+    cosines to the model's query vectors from the same encoder pass; else ``None``.
 
-    Returns ``(scores float32 [Q, k], rows int64 [Q, k])`` with -inf / -1 padding. ``row_map``
-    translates the trie's item rows (e.g. of a candidate sub-trie) to corpus rows. ``beam``
-    follows :func:`~gcmr.search.beam.effective_beam` (``None`` = max(10, k)).
+    ``row_map`` translates the trie's item rows (e.g. of a candidate sub-trie) to corpus rows.
+    ``beam`` follows :func:`~gcmr.search.beam.effective_beam` (``None`` = max(10, k)).
     """
     from gcmr.search.beam import constrained_beam_search
 
     beam = effective_beam(beam, k)
     scores_out = np.full((len(texts), k), -np.inf, dtype=np.float32)
     rows_out = np.full((len(texts), k), -1, dtype=np.int64)
+    cos_out = np.full((len(texts), k), -np.inf, dtype=np.float32) if item_vectors else None
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
         try:
             ids, mask = tokenizer.encode_batch(chunk)
         except GcmrError as exc:
             raise GcmrError(f"query batch starting at query {start}: {exc}") from exc
-        scores, rows, _ = constrained_beam_search(model, ids.to(device), mask.to(device), trie,
-                                                  beam=beam, k=k)
+        ids, mask = ids.to(device), mask.to(device)
+        enc = model.encode(ids, mask)
+        scores, rows, _ = constrained_beam_search(model, ids, mask, trie, beam=beam, k=k,
+                                                  enc=enc)
         width = min(k, rows.shape[1])
         s = scores[:, :width].float().cpu().numpy()
         r = rows[:, :width].cpu().numpy()
         if row_map is not None:
             r = np.where(r >= 0, row_map[np.maximum(r, 0)], -1)
-        scores_out[start:start + len(chunk), :width] = s
-        rows_out[start:start + len(chunk), :width] = r
-    return scores_out, rows_out
+        stop = start + len(chunk)
+        scores_out[start:stop, :width] = s
+        rows_out[start:stop, :width] = r
+        if cos_out is not None:
+            cos_out[start:stop, :width] = item_vectors.cosines(model.query_vectors(enc), r)
+    return scores_out, rows_out, cos_out
+
+
+def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int | None,
+                device: torch.device | str = "cpu", batch_size: int = 256,
+                row_map: np.ndarray | None = None, item_vectors: ItemVectors | None = None,
+                logprob_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Ranked ``(scores float32 [Q, k], rows int64 [Q, k])``, -inf / -1 padding.
+
+    Pure generation (``item_vectors`` None): the beam's identifiers by sequence
+    log-probability. Hybrid: every identifier the beam keeps (the beam width, at least ``k``)
+    is a candidate, reranked by ``cosine + logprob_weight * logprob``
+    (:mod:`gcmr.search.rerank`); scores are the fused scores.
+    """
+    if item_vectors is None:
+        scores, rows, _ = search_candidates(model, tokenizer, trie, texts, k=k, beam=beam,
+                                            device=device, batch_size=batch_size,
+                                            row_map=row_map)
+        return scores, rows
+    width = effective_beam(beam, k)
+    logp, rows, cos = search_candidates(model, tokenizer, trie, texts, k=width, beam=width,
+                                        device=device, batch_size=batch_size, row_map=row_map,
+                                        item_vectors=item_vectors)
+    return rank(fuse(cos, logp, logprob_weight), rows, k)
 
 
 def item_descriptions(corpus_path: Path):
@@ -70,22 +104,35 @@ def item_descriptions(corpus_path: Path):
 
 
 class Retriever:
-    """A trained generative retriever: tokenizer + seq2seq model + identifier index."""
+    """A trained generative retriever: tokenizer + seq2seq model + identifier index, and for
+    a model with a query-vector head the item vectors its hybrid search reranks with."""
 
     def __init__(self, model, tokenizer, index, manifest: dict[str, Any], *, path: Path,
-                 device: torch.device) -> None:
+                 device: torch.device, item_vectors: ItemVectors | None = None,
+                 rerank: RerankConfig | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.index = index
         self.manifest = manifest
         self.path = path
         self.device = device
+        self.item_vectors = item_vectors
+        if rerank is None:
+            rerank = RerankConfig(mode="hybrid" if item_vectors is not None else "none")
+        self.rerank = rerank
         self._subtries: dict[bytes, tuple[Trie, np.ndarray]] = {}
 
     @classmethod
     def load(cls, model_dir: str | Path, *, index_path: str | Path | None = None,
-             device: str = "auto") -> Retriever:
-        """Load a model directory and the index it was trained on (path from the manifest)."""
+             device: str = "auto", rerank: str | None = None,
+             corpus_path: str | Path | None = None) -> Retriever:
+        """Load a model directory and the index it was trained on (path from the manifest).
+
+        A model trained with a query-vector head searches in hybrid mode by default, with the
+        fusion weight saved at training time; it memory-maps the corpus's embeddings
+        (``corpus_path``, default the manifest's) to score candidates. ``rerank="none"`` is
+        pure generation and needs no corpus.
+        """
         from gcmr.ids import load_index
         from gcmr.model.io import index_fingerprint, load_generative, read_generative_manifest
         from gcmr.runtime import resolve_device
@@ -98,8 +145,30 @@ class Retriever:
             raise ArtifactError(f"{model_dir} was trained on a different index than {index_path} "
                                 f"(identifiers differ); pass the right --index")
         model, tokenizer, manifest = load_generative(model_dir, manifest)
+        saved = {key: value for key, value in (manifest.get("rerank") or {}).items()
+                 if key in ("mode", "logprob_weight")}  # the rest records how it was chosen
+        if rerank is not None:
+            saved["mode"] = rerank
+        has_head = bool(getattr(model, "has_query_head", False))
+        saved.setdefault("mode", "hybrid" if has_head else "none")
+        config = RerankConfig.from_dict(saved, where=f"{model_dir}: rerank")
+        item_vectors = None
+        if config.mode == "hybrid":
+            if not has_head:
+                raise ConfigError(f"{model_dir}: hybrid search needs a model trained with a "
+                                  f"query-vector head (gcmr train --dense-weight > 0); use "
+                                  f"--rerank none")
+            corpus = Path(corpus_path or manifest["corpus"]["path"])
+            items = open_item_embeddings(corpus)
+            expected = (index.num_items, model.config.query_dim)
+            if tuple(items.shape) != expected:
+                raise ArtifactError(f"{corpus / 'embeddings.npy'} is {list(items.shape)}, the "
+                                    f"model scores [{expected[0]}, {expected[1]}] item vectors; "
+                                    f"is this the right corpus?")
+            item_vectors = ItemVectors(items)
         dev = resolve_device(device)
-        return cls(model.to(dev), tokenizer, index, manifest, path=model_dir, device=dev)
+        return cls(model.to(dev), tokenizer, index, manifest, path=model_dir, device=dev,
+                   item_vectors=item_vectors, rerank=config)
 
     @property
     def item_ids(self) -> list[str]:
@@ -118,26 +187,35 @@ class Retriever:
         return item_descriptions(self.corpus_path)
 
     def search_rows(self, queries: Sequence[str], *, k: int = 10, beam: int | None = None,
-                    candidates: np.ndarray | None = None, batch_size: int = 256
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    candidates: np.ndarray | None = None, batch_size: int = 256,
+                    rerank: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns item rows (-1 padding). ``candidates`` restricts
         the pool to those rows (a sub-trie is built once and cached)."""
         trie, row_map = self.index.trie, None
         if candidates is not None:
             trie, row_map = self._subtrie(np.asarray(candidates, dtype=np.int64))
+        mode = RerankConfig(mode=rerank).mode if rerank is not None else self.rerank.mode
+        if mode == "hybrid" and self.item_vectors is None:
+            raise ConfigError("hybrid search needs the model's query-vector head and the item "
+                              "vectors; this retriever has none (use rerank='none')")
         return search_rows(self.model, self.tokenizer, trie, list(queries), k=k, beam=beam,
-                           device=self.device, batch_size=batch_size, row_map=row_map)
+                           device=self.device, batch_size=batch_size, row_map=row_map,
+                           item_vectors=self.item_vectors if mode == "hybrid" else None,
+                           logprob_weight=self.rerank.logprob_weight)
 
     def search(self, queries: str | Sequence[str], *, k: int = 10, beam: int | None = None,
-               candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               candidates: np.ndarray | None = None,
+               rerank: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for each query: ``(scores [Q, k], item_ids [Q, k])``.
 
         ``beam`` follows :func:`~gcmr.search.beam.effective_beam` (default max(10, k)).
-        Scores are summed token log-probabilities.
+        Scores are summed token log-probabilities (pure generation) or the fused hybrid
+        scores (``rerank``: the model's saved mode by default, ``"none"`` / ``"hybrid"``).
         """
         if isinstance(queries, str):
             queries = [queries]
-        scores, rows = self.search_rows(queries, k=k, beam=beam, candidates=candidates)
+        scores, rows = self.search_rows(queries, k=k, beam=beam, candidates=candidates,
+                                        rerank=rerank)
         ids = np.asarray(self.index.item_ids + [""], dtype=object)
         return scores, ids[np.where(rows >= 0, rows, len(ids) - 1)]
 

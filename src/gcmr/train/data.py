@@ -75,3 +75,12 @@ def tokenize_pairs(tokenizer, texts: list[str], rows: np.ndarray, n_captions: in
         lengths[start:start + ids.shape[0]] = mask.sum(dim=1)
     return Pairs(tokens, lengths.clamp(min=1), torch.from_numpy(rows), n_captions,
                  len(texts) - n_captions)
+
+
+def item_vectors(items, rows: torch.Tensor) -> torch.Tensor:
+    """The L2-normalized float32 embeddings [B, D] of item ``rows`` (read from the corpus's
+    memory map row by row: only the batch's rows are loaded)."""
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.asarray(items[rows.numpy()], dtype=np.float32))
+    return F.normalize(x, dim=-1)

@@ -26,9 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gcmr.errors import ArtifactError, ConfigError
 from gcmr.model.dense import DenseTower, DenseTowerConfig
@@ -45,11 +43,6 @@ from gcmr.train.config import TrainConfig
 from gcmr.train.loop import TrainResult
 
 __all__ = ["resolve_source", "train_dense"]
-
-
-def _item_batch(items: Any, rows: torch.Tensor) -> torch.Tensor:
-    x = torch.from_numpy(np.asarray(items[rows.numpy()], dtype=np.float32))
-    return F.normalize(x, dim=-1)
 
 
 def resolve_source(source: str | Path, corpus_path: str | Path | None = None):
@@ -88,7 +81,7 @@ def train_dense(
     """
     from gcmr.model import QueryTokenizer
     from gcmr.search.dense import DenseSearchConfig
-    from gcmr.train.data import tokenize_pairs, training_texts
+    from gcmr.train.data import item_vectors, tokenize_pairs, training_texts
 
     config = config or TrainConfig()
     search = search or DenseSearchConfig()
@@ -140,7 +133,7 @@ def train_dense(
             from gcmr.train.losses import info_nce
 
             ids, mask, batch_rows = pairs.batch(idx, tokenizer.pad_id)
-            items = _item_batch(corpus.embeddings, batch_rows).to(device)
+            items = item_vectors(corpus.embeddings, batch_rows).to(device)
             q = model(ids.to(device), mask.to(device))
             loss = info_nce(q, items, batch_rows.to(device), model.logit_scale)
             return loss, {"loss": float(loss.detach())}

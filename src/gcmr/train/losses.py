@@ -50,15 +50,26 @@ def rdrop_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, *,
 
 
 def cart_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, codes: torch.Tensor,
-              *, omega: float = 0.15) -> tuple[torch.Tensor, dict[str, float]]:
-    """CART eq. 8: ``CE + omega * KL`` for a batch of (query, identifier) pairs.
+              *, omega: float = 0.15, items: torch.Tensor | None = None,
+              rows: torch.Tensor | None = None,
+              dense_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """CART eq. 8: ``CE + omega * KL`` for a batch of (query, identifier) pairs, plus
+    ``dense_weight * InfoNCE`` of the model's query-vector head when ``dense_weight > 0``.
 
     With ``omega > 0`` the batch is concatenated with itself and run in one forward pass, so the
     two halves see independent dropout masks (R-Drop); CE is the mean over both passes. With
-    ``omega == 0`` it is one plain pass. Returns the loss and its parts as floats for logging.
+    ``omega == 0`` it is one plain pass. The InfoNCE term (:func:`info_nce`, the dense tower's
+    loss) scores the first pass's query vectors against ``items`` [B, D] (the pairs' item
+    embeddings, normalized; ``rows`` [B] their corpus rows), from the same encoder output the
+    decoder reads. Returns the loss and its parts as floats for logging.
     """
     if omega < 0:
         raise ConfigError(f"omega must be >= 0, got {omega}")
+    if dense_weight < 0:
+        raise ConfigError(f"dense_weight must be >= 0, got {dense_weight}")
+    if dense_weight > 0:
+        return _joint_loss(model, input_ids, attention_mask, codes, omega=omega, items=items,
+                           rows=rows, dense_weight=dense_weight)
     if omega == 0:
         ce = token_cross_entropy(model(input_ids, attention_mask, codes), codes)
         return ce, {"loss": float(ce.detach()), "ce": float(ce.detach())}
@@ -70,6 +81,34 @@ def cart_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, code
     loss = ce + omega * kl
     return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()),
                   "kl": float(kl.detach())}
+
+
+def _joint_loss(model, input_ids, attention_mask, codes, *, omega: float, items, rows,
+                dense_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """CART's loss and the query head's InfoNCE from one encoder pass (see :func:`cart_loss`)."""
+    if items is None or rows is None:
+        raise ConfigError("the dense term needs the batch's item embeddings and rows")
+    b = input_ids.shape[0]
+    passes = 2 if omega > 0 else 1
+    if passes == 2:
+        input_ids = torch.cat([input_ids, input_ids])
+        attention_mask = torch.cat([attention_mask, attention_mask])
+        codes = torch.cat([codes, codes])
+    enc = model.encode(input_ids, attention_mask)
+    logits = model.decode_logits(enc, codes)
+    ce = token_cross_entropy(logits, codes)
+    loss = ce
+    parts = {"ce": float(ce.detach())}
+    if passes == 2:
+        kl = rdrop_kl(logits[:b], logits[b:])
+        loss = loss + omega * kl
+        parts["kl"] = float(kl.detach())
+    queries = model.query_vectors(enc)[:b]
+    nce = info_nce(queries, items, rows, model.logit_scale)
+    loss = loss + dense_weight * nce
+    parts["nce"] = float(nce.detach())
+    parts["loss"] = float(loss.detach())
+    return loss, parts
 
 
 def info_nce(queries: torch.Tensor, items: torch.Tensor, rows: torch.Tensor,

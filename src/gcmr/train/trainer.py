@@ -81,7 +81,10 @@ def train(
             tokenizer = load_tokenizer(work, manifest)
             model = empty_model(manifest)
         else:
-            tokenizer, model = _new_model(config, index, texts, model_options or {})
+            options = dict(model_options or {})
+            if config.dense_weight > 0:
+                options.setdefault("query_dim", corpus.dim)
+            tokenizer, model = _new_model(config, index, texts, options)
             tokenizer.save(work / TOKENIZER)
         model = model.to(device)
         backbone = "t5" if config.backbone else "scratch"
@@ -95,26 +98,35 @@ def train(
                                       weight_decay=config.weight_decay)
         state = resume_state(work, model, optimizer) if run.resume else new_state()
 
-        def write(status: str, state: dict[str, Any]) -> None:
+        def write(status: str, state: dict[str, Any], rerank: dict | None = None) -> None:
             _write_manifest(work, status=status, config=config, model=model, backbone=backbone,
                             index=index, index_path=index_path, corpus=corpus, pairs=pairs,
-                            state=state)
+                            state=state, rerank=rerank)
 
         write("training", state)
-        state = fit(model, optimizer, cart_or_avg_loss(config, pairs, index, tokenizer, device),
+        state = fit(model, optimizer,
+                    cart_or_avg_loss(config, pairs, index, tokenizer, device, corpus=corpus),
                     num_pairs=len(pairs), config=config, workdir=work, device=device,
                     state=state, validate=_validator(config, corpus, index, tokenizer, work,
                                                      device),
                     on_epoch=lambda s: write("training", s), show_progress=show_progress)
-        write("complete", state)
+        rerank = None
+        if getattr(model, "has_query_head", False):
+            from gcmr.model.io import WEIGHTS, load_weights
+
+            load_weights(model, work / WEIGHTS)  # the selected epoch, not the last one
+            rerank = choose_rerank(model, tokenizer, index, corpus, config, device)
+        write("complete", state, rerank=rerank)
     return TrainResult(out=out, epochs_run=state["epoch"], best_epoch=state["best_epoch"],
                        best_metrics=state["best_metrics"], history=state["history"],
                        seconds=time.perf_counter() - started, num_pairs=len(pairs))
 
 
 def cart_or_avg_loss(config: TrainConfig, pairs: Pairs, index: Any, tokenizer: Any,
-                     device: torch.device):
-    """The minibatch loss of ``config.method`` over pair indices (for :func:`fit`)."""
+                     device: torch.device, *, corpus: Any = None):
+    """The minibatch loss of ``config.method`` over pair indices (for :func:`fit`); with
+    ``config.dense_weight > 0`` plus the query head's InfoNCE against the corpus embeddings."""
+    from gcmr.train.data import item_vectors
     from gcmr.train.losses import cart_loss
 
     codes_all = torch.as_tensor(index.codes, dtype=torch.long)
@@ -125,10 +137,22 @@ def cart_or_avg_loss(config: TrainConfig, pairs: Pairs, index: Any, tokenizer: A
         ids, mask, codes = ids.to(device), mask.to(device), codes.to(device)
         if config.method == "avg":
             from gcmr.train.avg import avg_loss
+            from gcmr.train.losses import info_nce
 
-            return avg_loss(model, ids, mask, codes, trie=index.trie,
-                            omega=config.resolved_omega, beam=config.dis_beam,
-                            dis_weight=config.dis_weight)
+            loss, parts = avg_loss(model, ids, mask, codes, trie=index.trie,
+                                   omega=config.resolved_omega, beam=config.dis_beam,
+                                   dis_weight=config.dis_weight)
+            if config.dense_weight > 0:  # the query head, on its own encoder pass
+                items = item_vectors(corpus.embeddings, rows).to(device)
+                nce = info_nce(model.query_vectors(model.encode(ids, mask)), items,
+                               rows.to(device), model.logit_scale)
+                loss = loss + config.dense_weight * nce
+                parts.update(nce=float(nce.detach()), loss=float(loss.detach()))
+            return loss, parts
+        if config.dense_weight > 0:
+            return cart_loss(model, ids, mask, codes, omega=config.resolved_omega,
+                             items=item_vectors(corpus.embeddings, rows).to(device),
+                             rows=rows.to(device), dense_weight=config.dense_weight)
         return cart_loss(model, ids, mask, codes, omega=config.resolved_omega)
 
     return loss_fn
@@ -138,19 +162,58 @@ def _validator(config: TrainConfig, corpus: Any, index: Any, tokenizer: Any, wor
                device: torch.device):
     """Model selection through the public evaluation API: the in-training model behind a
     :class:`~gcmr.search.retriever.Retriever`, scored by :func:`gcmr.evaluate.runner.evaluate`
-    on (a seeded subsample of) the validation split."""
+    on (a seeded subsample of) the validation split. A model with a query-vector head is
+    selected on its hybrid search (cosine rerank of the beam's candidates, weight 0); its
+    pure-generation metrics are logged beside them as ``gen_<metric>``, from the same search."""
     split = validation_split(corpus, config)
     if split is None:
         return None
-    from gcmr.evaluate.runner import evaluate
-    from gcmr.search.retriever import Retriever
+    from gcmr.evaluate.metrics import retrieval_metrics
+    from gcmr.evaluate.runner import evaluate, sample_queries
+    from gcmr.search.rerank import ItemVectors, fuse, rank
+    from gcmr.search.retriever import Retriever, search_candidates
 
     def validate(model: Any) -> dict[str, float]:
-        searcher = Retriever(model, tokenizer, index, {}, path=work, device=device)
-        return evaluate(searcher, corpus, split, k=10, beam=config.val_beam,
-                        max_queries=config.max_val_queries, seed=config.seed)["metrics"]
+        if not getattr(model, "has_query_head", False):
+            searcher = Retriever(model, tokenizer, index, {}, path=work, device=device)
+            return evaluate(searcher, corpus, split, k=10, beam=config.val_beam,
+                            max_queries=config.max_val_queries, seed=config.seed)["metrics"]
+        texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
+        width = max(config.val_beam, 10)
+        logp, rows, cos = search_candidates(model, tokenizer, index.trie, texts, k=width,
+                                            beam=width, device=device,
+                                            item_vectors=ItemVectors(corpus.embeddings))
+        hybrid = retrieval_metrics(rank(fuse(cos, logp, 0.0), rows, 10)[1], relevant)
+        generative = retrieval_metrics(rows[:, :10], relevant)
+        return {**hybrid, **{f"gen_{k}": v for k, v in generative.items()}}
 
     return validate
+
+
+def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: TrainConfig,
+                  device: torch.device) -> dict[str, Any]:
+    """The hybrid search settings saved with a model that has a query head: the fusion weight
+    of the sequence log-probability that maximizes ``select_metric`` on the validation split
+    (0 = cosine only without a validation split)."""
+    from gcmr.evaluate.runner import choose_fusion_weight, sample_queries
+    from gcmr.search.rerank import ItemVectors, RerankConfig
+    from gcmr.search.retriever import search_candidates
+
+    split = validation_split(corpus, config)
+    if split is None:
+        return {**RerankConfig().to_dict(), "chosen_on": None}
+    texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
+    width = max(config.val_beam, 10)
+    was_training = model.training
+    model.eval()
+    logp, rows, cos = search_candidates(model, tokenizer, index.trie, texts, k=width,
+                                        beam=width, device=device,
+                                        item_vectors=ItemVectors(corpus.embeddings))
+    model.train(was_training)
+    weight, table = choose_fusion_weight(cos, logp, rows, relevant, metric=config.select_metric)
+    return {**RerankConfig(logprob_weight=weight).to_dict(), "chosen_on": split,
+            "queries": len(texts), "candidates": width, "metric": config.select_metric,
+            "by_weight": table}
 
 
 def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict[str, Any]):
@@ -183,14 +246,16 @@ def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict
 
 
 def _write_manifest(out: Path, *, status: str, config: TrainConfig, model, backbone: str,
-                    index, index_path, corpus, pairs: Pairs, state: dict) -> None:
+                    index, index_path, corpus, pairs: Pairs, state: dict,
+                    rerank: dict | None = None) -> None:
     write_model_manifest(
         out, dense=False,
         status=status,
         method=config.method,
         train_config=config.to_dict(),
         loss={"omega": config.resolved_omega,
-              "dis_weight": config.dis_weight if config.method == "avg" else 0.0},
+              "dis_weight": config.dis_weight if config.method == "avg" else 0.0,
+              **({"dense_weight": config.dense_weight} if config.dense_weight else {})},
         backbone=backbone,
         model_config=model.config.to_dict(),
         index=index_record(index, index_path),
@@ -201,4 +266,5 @@ def _write_manifest(out: Path, *, status: str, config: TrainConfig, model, backb
         best_epoch=state["best_epoch"],
         best_metrics=state["best_metrics"],
         parameters=sum(p.numel() for p in model.parameters()),
+        **({"rerank": rerank} if rerank else {}),
     )

@@ -1,0 +1,115 @@
+"""Hybrid search: generation proposes, the query vector decides.
+
+Constrained beam search returns a short candidate list (the beam's identifiers, each one item);
+the generative model's query-vector head (:meth:`GenerativeRetrievalModel.query_vectors`, from
+the same encoder pass) scores each candidate by the cosine between the query vector and the
+item's embedding, and the list is reordered by the fused score
+
+    ``score = cosine(q, item) + logprob_weight * log p(identifier | query)``.
+
+The two terms live on very different scales (a cosine in [-1, 1], a sequence log-probability
+of a few nats), so ``logprob_weight`` is chosen on the validation split at the end of training
+(:func:`gcmr.evaluate.runner.choose_fusion_weight`) and saved in the model manifest (``rerank``), not guessed. With a
+candidate list as large as the corpus and weight 0, the hybrid ranking is exactly the dense
+ranking of the query head (tested). ``mode = "none"`` is pure generation (the papers' tables).
+
+Item vectors are read from the corpus's memory-mapped ``embeddings.npy``, only the candidate
+rows of each batch (:class:`ItemVectors`), so resident memory does not grow with the corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gcmr.config import JsonConfig
+from gcmr.errors import ConfigError, CorpusError
+
+RERANK_MODES = ("hybrid", "none")
+# the fusion weights tried on the validation split (0 = cosine only)
+WEIGHT_GRID = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass
+class RerankConfig(JsonConfig):
+    """How a generative model with a query head ranks its candidates (saved in its manifest)."""
+
+    mode: str = "hybrid"  # hybrid | none (pure generation)
+    logprob_weight: float = 0.0  # weight of the sequence log-probability in the fused score
+
+    def __post_init__(self) -> None:
+        if self.mode not in RERANK_MODES:
+            raise ConfigError(f"rerank must be one of {list(RERANK_MODES)}, got {self.mode!r}")
+        if not np.isfinite(self.logprob_weight) or self.logprob_weight < 0:
+            raise ConfigError(f"logprob_weight must be a finite number >= 0, got "
+                              f"{self.logprob_weight}")
+
+
+def open_item_embeddings(corpus_path: str | Path) -> np.ndarray:
+    """The corpus's ``embeddings.npy`` as a read-only memory map."""
+    path = Path(corpus_path) / "embeddings.npy"
+    if not path.is_file():
+        raise CorpusError(f"{path}: missing; the model's corpus has moved (pass --corpus)")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise CorpusError(f"{path}: cannot read embeddings ({exc})") from exc
+
+
+class ItemVectors:
+    """L2-normalized item embeddings, read on demand: only the rows a batch asks for."""
+
+    def __init__(self, items: Any) -> None:
+        if getattr(items, "ndim", 0) != 2:
+            raise ConfigError(f"item embeddings must be [N, D], got shape "
+                              f"{list(getattr(items, 'shape', []))}")
+        self.items = items
+
+    @property
+    def dim(self) -> int:
+        return int(self.items.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    def cosines(self, queries: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+        """Cosine [Q, C] of normalized ``queries`` [Q, D] with items ``rows`` [Q, C] (-inf
+        where a row is -1 padding)."""
+        valid = rows >= 0
+        uniq = np.unique(rows[valid])
+        out = np.full(rows.shape, -np.inf, dtype=np.float32)
+        if len(uniq) == 0:
+            return out
+        block = np.asarray(self.items[uniq], dtype=np.float32)  # reads only these rows
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        block = block / np.maximum(norms, 1e-12)
+        q = queries.detach().float().cpu().numpy()
+        pos = np.searchsorted(uniq, np.where(valid, rows, uniq[0]))
+        cos = np.einsum("qd,qcd->qc", q, block[pos])
+        out[valid] = cos[valid]
+        return out
+
+
+def fuse(cosines: np.ndarray, logprobs: np.ndarray, weight: float) -> np.ndarray:
+    """``cosine + weight * logprob``; -inf where either is (padding)."""
+    with np.errstate(invalid="ignore"):
+        fused = cosines + weight * logprobs if weight else cosines.copy()
+    fused[~(np.isfinite(cosines) & np.isfinite(logprobs))] = -np.inf
+    return fused.astype(np.float32)
+
+
+def rank(fused: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of each candidate list by fused score: ``(scores [Q, k], rows [Q, k])``,
+    -inf / -1 padding when a list is shorter than ``k``. Ties keep the generation order."""
+    order = np.argsort(-fused, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(fused, order, axis=1)
+    out_rows = np.where(np.isfinite(scores), np.take_along_axis(rows, order, axis=1), -1)
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        out_rows = np.pad(out_rows, ((0, 0), (0, pad)), constant_values=-1)
+    return scores.astype(np.float32), out_rows.astype(np.int64)
