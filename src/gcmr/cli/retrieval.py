@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", type=Path, help="file with one query per line ('-' = stdin)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of tables")
     p.add_argument("--index", type=Path, help="index directory (default: the model's)")
+    add_rerank_option(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate a model on a query split",
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", type=Path, help="corpus directory (default: the model's)")
     p.add_argument("--out", type=Path, help="results JSON (default MODEL/eval_<split>.json)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_rerank_option(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -76,6 +78,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows += [(f"val {k}", v) for k, v in result.best_metrics.items()]
     print_table("training finished", ("field", "value"), rows)
     return 0
+
+
+def add_rerank_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rerank", choices=("hybrid", "none"),
+                   help="generative models trained with a query-vector head (--dense-weight): "
+                   "hybrid = rerank the beam's candidates by the query vector (their default), "
+                   "none = pure generation (the papers' protocol)")
 
 
 def beam_note(args: argparse.Namespace) -> None:
@@ -118,7 +127,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from gcmr.search import load_searcher, ranked_hits
 
     queries = _read_queries(args)
-    searcher = load_searcher(args.model, index_path=args.index)
+    searcher = load_searcher(args.model, index_path=args.index, rerank=args.rerank)
     scores, rows = searcher.search_rows(queries, k=args.k, beam=args.beam)
     beam_note(args)
     results = ranked_hits(searcher, scores, rows, searcher.item_descriptions())
@@ -136,7 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gcmr.evaluate.runner import evaluate
     from gcmr.search import load_searcher
 
-    searcher = load_searcher(args.model)
+    searcher = load_searcher(args.model, rerank=args.rerank, corpus_path=args.corpus)
     corpus = load_corpus(args.corpus or searcher.corpus_path, load_captions=False)
     if corpus.fingerprint != searcher.corpus_fingerprint:
         raise GcmrError(f"{corpus.path} is not the corpus {args.model} was trained on "

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gcmr.cli.common import positive_int
+from gcmr.cli.retrieval import add_rerank_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,11 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
     p.add_argument("--index", type=Path, help="index directory (default: the model's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    add_rerank_option(p)
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gcmr.serve.app import serve
 
-    serve(args.model, host=args.host, port=args.port, index_path=args.index, device=args.device)
+    serve(args.model, host=args.host, port=args.port, index_path=args.index, device=args.device,
+          rerank=args.rerank)
     return 0

@@ -45,11 +45,14 @@ class Searcher(Protocol):
 
 
 def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None,
-                  device: str = "auto") -> Searcher:
+                  device: str = "auto", rerank: str | None = None,
+                  corpus_path: str | Path | None = None) -> Searcher:
     """Load any trained model directory by its manifest format.
 
-    ``gcmr-model`` (generative: CART / AVG) -> :class:`~gcmr.search.retriever.Retriever`;
+    ``gcmr-model`` (generative: CART / AVG) -> :class:`~gcmr.search.retriever.Retriever`
+    (``rerank``: ``hybrid`` / ``none``, default the model's own);
     ``gcmr-dense`` (dual tower) -> :class:`~gcmr.search.dense.DenseRetriever`.
+    ``corpus_path`` replaces the corpus location recorded in the manifest.
     """
     from gcmr.model.io import DENSE_FORMAT, MODEL_FORMAT, manifest_format
 
@@ -57,11 +60,16 @@ def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None
     if fmt == MODEL_FORMAT:
         from gcmr.search.retriever import Retriever
 
-        return Retriever.load(model_dir, index_path=index_path, device=device)
+        return Retriever.load(model_dir, index_path=index_path, device=device, rerank=rerank,
+                              corpus_path=corpus_path)
     if fmt == DENSE_FORMAT:
+        from gcmr.errors import ConfigError
         from gcmr.search.dense import DenseRetriever
 
-        return DenseRetriever.load(model_dir, device=device)
+        if rerank is not None:
+            raise ConfigError(f"{model_dir} is a dense model: it ranks every item and has "
+                              f"nothing to rerank (--rerank is for generative models)")
+        return DenseRetriever.load(model_dir, device=device, corpus_path=corpus_path)
     raise ArtifactError(f"{Path(model_dir) / 'manifest.json'}: format {fmt!r} is not a model "
                         f"gcmr can search with (expected {MODEL_FORMAT} or {DENSE_FORMAT})")
 

@@ -18,8 +18,9 @@ MAX_K = 1000
 
 
 def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
-               device: str = "auto") -> Any:
-    """A FastAPI app serving the model at ``model_dir`` (loaded now, once)."""
+               device: str = "auto", rerank: str | None = None) -> Any:
+    """A FastAPI app serving the model at ``model_dir`` (loaded now, once); ``rerank`` as in
+    :func:`gcmr.search.load_searcher` (a model with a query head serves hybrid search)."""
     fastapi = require("fastapi", "serve", purpose="gcmr serve")
     pydantic = require("pydantic", "serve", purpose="gcmr serve")
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -27,10 +28,13 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
     from gcmr.search import load_searcher, ranked_hits
     from gcmr.search.dense import DenseRetriever
 
-    searcher = load_searcher(model_dir, index_path=index_path, device=device)
+    searcher = load_searcher(model_dir, index_path=index_path, device=device, rerank=rerank)
     describe = searcher.item_descriptions()
     kind = "dense" if isinstance(searcher, DenseRetriever) else "generative"
     info = {"model": str(model_dir), "kind": kind, "items": len(searcher.item_ids)}
+    mode = getattr(getattr(searcher, "rerank", None), "mode", "none")
+    if mode != "none":
+        info["rerank"] = mode
     lock = threading.Lock()  # one search at a time: a search already uses every core
 
     class SearchRequest(pydantic.BaseModel):
@@ -82,11 +86,12 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
 
 
 def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
-          index_path: str | Path | None = None, device: str = "auto") -> None:
+          index_path: str | Path | None = None, device: str = "auto",
+          rerank: str | None = None) -> None:
     """Run the app with uvicorn until interrupted."""
     uvicorn = require("uvicorn", "serve", purpose="gcmr serve")
-    uvicorn.run(create_app(model_dir, index_path=index_path, device=device), host=host,
-                port=port, log_level="info")
+    uvicorn.run(create_app(model_dir, index_path=index_path, device=device, rerank=rerank),
+                host=host, port=port, log_level="info")
 
 
 PAGE = """<!doctype html>
