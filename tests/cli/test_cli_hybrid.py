@@ -36,8 +36,9 @@ def test_dense_weight_trains_a_hybrid_model(tiny_corpus: Path, tmp_path: Path, c
 
     from gcmr.serve.app import create_app
 
-    health = TestClient(create_app(model)).get("/health").json()
-    assert health["rerank"] == "hybrid"
+    client = TestClient(create_app(model, rerank="none"))
+    hits = client.get("/search", params={"q": "red item 3", "k": 4}).json()["results"][0]["hits"]
+    assert [h["id"] for h in hits] == [h["id"] for h in runs["none"]]
 
 
 def test_dense_models_refuse_rerank(tiny_corpus: Path, tmp_path: Path, capsys) -> None:

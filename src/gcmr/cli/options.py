@@ -149,9 +149,10 @@ TRAIN_OPTIONS: Table = option_table(
     Option("vocab_size", "--vocab-size", "query tokenizer vocabulary", positive_int),
     Option("max_query_length", "--max-query-length", "query tokens kept", positive_int),
     Option("dense_weight", "--dense-weight",
-           "weight of the query-vector head's InfoNCE loss; > 0 trains the head that hybrid "
-           "search reranks the beam's candidates with (default {default} = no head: pure "
-           "generation, the papers' CART / AVG)", nonneg_float),
+           "weight of the query-vector head's InfoNCE loss: > 0 trains the head that hybrid "
+           "search reranks the beam's candidates with, 0 = no head (pure generation, the "
+           "papers' CART / AVG); default 1 for CART, 0 for AVG and --backbone t5",
+           nonneg_float, show_default=False),
     Option("dis_beam", "--dis-beam", "AVG: beam of the discriminative loss", positive_int),
     Option("dis_weight", "--dis-weight",
            "AVG: weight of the discriminative loss (default {default}; 0 = the 'w/o L_dis' "

@@ -40,8 +40,14 @@ class RerankConfig(JsonConfig):
 
     mode: str = "hybrid"  # hybrid | none (pure generation)
     logprob_weight: float = 0.0  # weight of the sequence log-probability in the fused score
+    # beam width (= candidates reranked) when the caller gives no beam; measured on the demo
+    # world: 10 -> R@1 0.831 / R@10 0.918 (509 q/s), 20 -> 0.860 / 0.959 (334 q/s), 30 ->
+    # 0.864 / 0.971 (204 q/s)
+    candidates: int = 20
 
     def __post_init__(self) -> None:
+        if isinstance(self.candidates, bool) or self.candidates < 1:
+            raise ConfigError(f"rerank candidates must be >= 1, got {self.candidates}")
         if self.mode not in RERANK_MODES:
             raise ConfigError(f"rerank must be one of {list(RERANK_MODES)}, got {self.mode!r}")
         if not np.isfinite(self.logprob_weight) or self.logprob_weight < 0:

@@ -146,7 +146,7 @@ class Retriever:
                                 f"(identifiers differ); pass the right --index")
         model, tokenizer, manifest = load_generative(model_dir, manifest)
         saved = {key: value for key, value in (manifest.get("rerank") or {}).items()
-                 if key in ("mode", "logprob_weight")}  # the rest records how it was chosen
+                 if key in ("mode", "logprob_weight", "candidates")}  # the rest: how chosen
         if rerank is not None:
             saved["mode"] = rerank
         has_head = bool(getattr(model, "has_query_head", False))
@@ -198,6 +198,8 @@ class Retriever:
         if mode == "hybrid" and self.item_vectors is None:
             raise ConfigError("hybrid search needs the model's query-vector head and the item "
                               "vectors; this retriever has none (use rerank='none')")
+        if mode == "hybrid" and beam is None:
+            beam = self.rerank.candidates  # the hybrid default: a wider candidate list
         return search_rows(self.model, self.tokenizer, trie, list(queries), k=k, beam=beam,
                            device=self.device, batch_size=batch_size, row_map=row_map,
                            item_vectors=self.item_vectors if mode == "hybrid" else None,

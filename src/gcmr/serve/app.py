@@ -32,9 +32,6 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
     describe = searcher.item_descriptions()
     kind = "dense" if isinstance(searcher, DenseRetriever) else "generative"
     info = {"model": str(model_dir), "kind": kind, "items": len(searcher.item_ids)}
-    mode = getattr(getattr(searcher, "rerank", None), "mode", "none")
-    if mode != "none":
-        info["rerank"] = mode
     lock = threading.Lock()  # one search at a time: a search already uses every core
 
     class SearchRequest(pydantic.BaseModel):

@@ -61,8 +61,10 @@ class TrainConfig(JsonConfig):
     max_steps: int = 0  # stop after this many optimizer steps in all (0 = no limit; for tests)
     # weight of the query-vector head's InfoNCE loss (joint training for hybrid search: beam
     # candidates reranked by the query vector's cosine to the item embeddings); 0 = no head,
-    # pure generation as in the papers
-    dense_weight: float = 0.0
+    # pure generation as in the papers; None = the default: 1 for CART with the from-scratch
+    # model (measured: hybrid R@1 0.83 vs 0.54 for the same model's pure generation on the
+    # demo world), 0 for AVG and the T5 backbone
+    dense_weight: float | None = None
     # AVG (method = "avg"): discriminative loss over beam-searched candidates (AVG eqs. 7-10)
     dis_beam: int = 10
     dis_weight: float = 1.0
@@ -84,9 +86,9 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"omega must be >= 0, got {self.omega}")
         if self.dis_beam < 1:
             raise ConfigError(f"dis_beam must be >= 1, got {self.dis_beam}")
-        if self.dense_weight < 0:
+        if self.dense_weight is not None and self.dense_weight < 0:
             raise ConfigError(f"dense_weight must be >= 0, got {self.dense_weight}")
-        if self.dense_weight > 0 and self.backbone:
+        if self.dense_weight and self.backbone:
             raise ConfigError("dense_weight > 0 needs the from-scratch model (the T5 backbone "
                               "has no query-vector head)")
         if self.dis_weight < 0:
@@ -103,6 +105,14 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"tokenizer must be 'bpe' or 'wordpiece', got {self.tokenizer!r}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")
+
+    @property
+    def resolved_dense_weight(self) -> float:
+        """dense_weight, or the default when it is None: 1 for CART on the from-scratch model
+        (hybrid search), 0 for AVG and the T5 backbone (pure generation, as in the papers)."""
+        if self.dense_weight is not None:
+            return self.dense_weight
+        return 1.0 if self.method == "cart" and not self.backbone else 0.0
 
     @property
     def resolved_omega(self) -> float:

@@ -82,7 +82,7 @@ def train(
             model = empty_model(manifest)
         else:
             options = dict(model_options or {})
-            if config.dense_weight > 0:
+            if config.resolved_dense_weight > 0:
                 options.setdefault("query_dim", corpus.dim)
             tokenizer, model = _new_model(config, index, texts, options)
             tokenizer.save(work / TOKENIZER)
@@ -125,7 +125,8 @@ def train(
 def cart_or_avg_loss(config: TrainConfig, pairs: Pairs, index: Any, tokenizer: Any,
                      device: torch.device, *, corpus: Any = None):
     """The minibatch loss of ``config.method`` over pair indices (for :func:`fit`); with
-    ``config.dense_weight > 0`` plus the query head's InfoNCE against the corpus embeddings."""
+    ``config.resolved_dense_weight > 0`` plus the query head's InfoNCE against the corpus
+    embeddings."""
     from gcmr.train.data import item_vectors
     from gcmr.train.losses import cart_loss
 
@@ -142,17 +143,17 @@ def cart_or_avg_loss(config: TrainConfig, pairs: Pairs, index: Any, tokenizer: A
             loss, parts = avg_loss(model, ids, mask, codes, trie=index.trie,
                                    omega=config.resolved_omega, beam=config.dis_beam,
                                    dis_weight=config.dis_weight)
-            if config.dense_weight > 0:  # the query head, on its own encoder pass
+            if config.resolved_dense_weight > 0:  # the query head, on its own encoder pass
                 items = item_vectors(corpus.embeddings, rows).to(device)
                 nce = info_nce(model.query_vectors(model.encode(ids, mask)), items,
                                rows.to(device), model.logit_scale)
-                loss = loss + config.dense_weight * nce
+                loss = loss + config.resolved_dense_weight * nce
                 parts.update(nce=float(nce.detach()), loss=float(loss.detach()))
             return loss, parts
-        if config.dense_weight > 0:
+        if config.resolved_dense_weight > 0:
             return cart_loss(model, ids, mask, codes, omega=config.resolved_omega,
                              items=item_vectors(corpus.embeddings, rows).to(device),
-                             rows=rows.to(device), dense_weight=config.dense_weight)
+                             rows=rows.to(device), dense_weight=config.resolved_dense_weight)
         return cart_loss(model, ids, mask, codes, omega=config.resolved_omega)
 
     return loss_fn
@@ -203,7 +204,7 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
     if split is None:
         return {**RerankConfig().to_dict(), "chosen_on": None}
     texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
-    width = max(config.val_beam, 10)
+    width = RerankConfig().candidates  # the candidate list the search will rerank
     was_training = model.training
     model.eval()
     logp, rows, cos = search_candidates(model, tokenizer, index.trie, texts, k=width,
@@ -212,8 +213,7 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
     model.train(was_training)
     weight, table = choose_fusion_weight(cos, logp, rows, relevant, metric=config.select_metric)
     return {**RerankConfig(logprob_weight=weight).to_dict(), "chosen_on": split,
-            "queries": len(texts), "candidates": width, "metric": config.select_metric,
-            "by_weight": table}
+            "queries": len(texts), "metric": config.select_metric, "by_weight": table}
 
 
 def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict[str, Any]):
@@ -255,7 +255,8 @@ def _write_manifest(out: Path, *, status: str, config: TrainConfig, model, backb
         train_config=config.to_dict(),
         loss={"omega": config.resolved_omega,
               "dis_weight": config.dis_weight if config.method == "avg" else 0.0,
-              **({"dense_weight": config.dense_weight} if config.dense_weight else {})},
+              **({"dense_weight": config.resolved_dense_weight}
+                 if config.resolved_dense_weight else {})},
         backbone=backbone,
         model_config=model.config.to_dict(),
         index=index_record(index, index_path),
