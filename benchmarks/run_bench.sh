@@ -8,6 +8,8 @@
 #   bash benchmarks/run_bench.sh avg        # AVG rows beside CART and dense (~45 min)
 #   bash benchmarks/run_bench.sh d128       # CART, w/o fusion and dense at d_model 128, 3 + 3
 #   bash benchmarks/run_bench.sh large      # 10M candidates, CART vs streamed exact (~15 min)
+#   bash benchmarks/run_bench.sh hybrid     # hybrid CART (query head + rerank) beside pure CART,
+#                                           # the dense tower and the caption matcher (~25 min)
 #
 # Generated worlds, indexes and models go to $WORK (default /tmp/gcmr-bench; reused by a
 # re-run, so an interrupted run continues where it stopped). Results go to $OUT (default
@@ -98,6 +100,20 @@ if [ "$WHAT" = all ] || [ "$WHAT" = d128 ]; then
   wait
   gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/d128" --threads 2 "${wide[@]}" \
     --rows cart,no-fusion,dense-exact,oracle
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = hybrid ]; then
+  # the default CART since the accuracy issue (query-vector head trained jointly, beam
+  # candidates reranked by the query vector) beside the papers' pure CART, the same model's
+  # pure generation, the dense tower and the caption matcher, at the committed 5k budget
+  # -> $OUT/hybrid/
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$WORK/accH1" --threads 1 "${common[@]}" \
+    --rows cart-hybrid,dense-exact &
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$WORK/accH2" --threads 1 "${common[@]}" \
+    --rows caption-matcher,cart &
+  wait
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/hybrid" --threads 2 "${common[@]}" \
+    --rows cart-hybrid,cart-hybrid-gen,cart,caption-matcher,dense-exact,oracle
 fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = scale ]; then

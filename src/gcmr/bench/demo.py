@@ -27,7 +27,6 @@ from gcmr.progress import err_console
 DEMO_PRESET = "demo"
 # the throughput measurement: concurrent queries per batch and beam width
 DEMO_BATCH = 100
-DEMO_BEAM = 10
 
 
 class DemoObserver:
@@ -57,12 +56,13 @@ class DemoResult:
     oracle: dict[str, float]  # the world's ceiling per metric ({} when it has none)
     queries: int  # test queries evaluated
     candidates: int  # items ranked
-    queries_per_s: float  # batched search throughput (DEMO_BATCH queries, beam DEMO_BEAM)
+    queries_per_s: float  # batched search throughput (DEMO_BATCH queries, the default search)
     timings: dict[str, float]  # seconds per stage: "synth + validate", "index", "train"
     num_pairs: int  # training pairs
     epochs_run: int
     best_epoch: int
     model_options: dict[str, Any] = field(default_factory=dict)  # the model options used
+    search: str = ""  # how the model searched by default, e.g. "hybrid, beam 20"
 
     @property
     def rows(self) -> list[tuple[str, float, Any, str]]:
@@ -135,18 +135,27 @@ def run_demo(work: str | Path, *, items: int = 2000, dim: int = 1024, epochs: in
 
     observer.stage("4/4 evaluation on the test queries")
     retriever = Retriever.load(model_dir)
-    report = evaluate(retriever, corpus, "test", k=10, beam=DEMO_BEAM)
+    # the model's default search: hybrid (the rerank's candidate beam) for a model with a
+    # query head, pure generation at beam max(10, k) otherwise
+    report = evaluate(retriever, corpus, "test", k=10)
     qps = measure_throughput(retriever, [q.text for q in corpus.split("test")],
-                             batch=DEMO_BATCH, beam=DEMO_BEAM)
+                             batch=DEMO_BATCH, beam=None)
+    if retriever.rerank.mode == "hybrid":
+        search = f"hybrid, beam {retriever.rerank.candidates}"
+    else:
+        from gcmr.search.beam import effective_beam
+
+        search = f"generative, beam {effective_beam(None, 10)}"
     return DemoResult(
         work=work, corpus_dir=corpus_dir, index_dir=Path(index_dir), model_dir=model_dir,
         metrics=dict(report["metrics"]), oracle=dict(report["oracle"] or {}),
         queries=report["queries"], candidates=report["candidates"], queries_per_s=qps,
         timings=timings, num_pairs=result.num_pairs, epochs_run=result.epochs_run,
-        best_epoch=result.best_epoch, model_options=options)
+        best_epoch=result.best_epoch, model_options=options, search=search)
 
 
-def measure_throughput(retriever: Any, texts: list[str], *, batch: int = 100, beam: int = 10,
+def measure_throughput(retriever: Any, texts: list[str], *, batch: int = 100,
+                       beam: int | None = None,
                        repeats: int = 3) -> float:
     """Queries per second of batched search (best of ``repeats`` runs over one batch)."""
     texts = (texts * (batch // max(1, len(texts)) + 1))[:batch]

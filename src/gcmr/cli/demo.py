@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gcmr.bench.demo import DEMO_BATCH, DEMO_BEAM, DEMO_PRESET, DemoObserver, run_demo
+from gcmr.bench.demo import DEMO_BATCH, DEMO_PRESET, DemoObserver, run_demo
 from gcmr.cli.common import positive_int, print_table
 from gcmr.cli.options import add_model_group, add_preset_option, load_preset_of, model_options
 
@@ -72,7 +72,7 @@ def _demo(args: argparse.Namespace, work: Path) -> int:
         *[(f"{k} (s)", f"{v:.1f}") for k, v in result.timings.items()],
         ("training pairs", f"{result.num_pairs:,}"),
         ("epochs (selected)", f"{result.epochs_run} ({result.best_epoch})"),
-        (f"search throughput (batch {DEMO_BATCH}, beam {DEMO_BEAM})",
+        (f"search throughput (batch {DEMO_BATCH}, {result.search})",
          f"{result.queries_per_s:,.0f} queries/s"),
     ])
     if args.out is not None:
