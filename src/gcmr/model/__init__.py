@@ -7,8 +7,9 @@ configs the CLI reads for its help texts) does not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gcmr.extras import lazy_exports
 
 if TYPE_CHECKING:
     from gcmr.model.config import EncoderConfig, ModelConfig
@@ -31,13 +32,4 @@ __all__ = ["DecoderCache", "DenseTower", "DenseTowerConfig", "EncoderConfig", "E
            "GenerativeRetrievalModel", "ModelConfig", "QueryTokenizer"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value  # the next access skips __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)

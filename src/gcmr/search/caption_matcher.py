@@ -13,18 +13,18 @@ evaluation runner and the benchmarks score it like any model. Dense search: no b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gcmr.errors import ConfigError, GcmrError
+from gcmr.search.base import CorpusSearcher
 
 # query x caption scores per step are kept under this many floats
 _MAX_SCORE_ELEMS = 1 << 24
 
 
-class CaptionMatcher:
+class CaptionMatcher(CorpusSearcher):
     """Max-over-captions cosine search with a pretrained text encoder (see module doc)."""
 
     def __init__(self, corpus: Any, encoder: Any = "minilm", *, batch_size: int = 256) -> None:
@@ -37,11 +37,10 @@ class CaptionMatcher:
             from gcmr.encoders.registry import load_text_encoder
 
             encoder = load_text_encoder(encoder)
+        super().__init__(corpus_path=corpus.path, corpus_fingerprint=corpus.fingerprint,
+                         item_ids=list(corpus.ids))
         self.encoder = encoder
         self.batch_size = batch_size
-        self._corpus_path = Path(corpus.path)
-        self._fingerprint = corpus.fingerprint
-        self._item_ids = list(corpus.ids)
         texts: list[str] = []
         owners: list[int] = []
         for row, caps in enumerate(corpus.captions):
@@ -53,23 +52,6 @@ class CaptionMatcher:
         self.captions = self._encode(texts)  # [C, d] normalized
         # the first caption of each item that has any: reduceat boundaries
         self._items_with, self._starts = np.unique(self.owners, return_index=True)
-
-    @property
-    def item_ids(self) -> list[str]:
-        return self._item_ids
-
-    @property
-    def corpus_path(self) -> Path:
-        return self._corpus_path
-
-    @property
-    def corpus_fingerprint(self) -> str:
-        return self._fingerprint
-
-    def item_descriptions(self):
-        from gcmr.search.retriever import item_descriptions
-
-        return item_descriptions(self._corpus_path)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         parts = [np.asarray(self.encoder.encode_text(list(texts[i:i + self.batch_size])),
@@ -118,11 +100,3 @@ class CaptionMatcher:
             scores[start:stop, :width] = top_s
             rows[start:stop, :width] = np.where(np.isfinite(top_s), top, -1)
         return scores, rows
-
-    def search(self, queries: str | Sequence[str], *, k: int = 10, beam: int | None = None,
-               candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(queries, str):
-            queries = [queries]
-        scores, rows = self.search_rows(queries, k=k, beam=beam, candidates=candidates)
-        ids = np.asarray(self._item_ids + [""], dtype=object)
-        return scores, ids[np.where(rows >= 0, rows, len(ids) - 1)]

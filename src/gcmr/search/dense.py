@@ -38,6 +38,7 @@ import torch
 from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError, CorpusError, GcmrError
 from gcmr.model.io import FAISS_FILE
+from gcmr.search.base import CorpusSearcher
 from gcmr.search.faiss_index import (
     DEFAULT_CHUNK_ROWS,
     adapt_factory,
@@ -228,7 +229,7 @@ def make_backend(items: Any, config: DenseSearchConfig, *, rows: np.ndarray | No
 # ----------------------------------------------------------------------------- searchers
 
 
-class DenseSearcher:
+class DenseSearcher(CorpusSearcher):
     """Vectors in, ranked corpus rows out; the common part of the dense searchers."""
 
     def __init__(self, items: Any, config: DenseSearchConfig, *, corpus_path: Path,
@@ -238,14 +239,13 @@ class DenseSearcher:
         """``index`` is a prebuilt faiss index for ``config``'s backend; ``backend`` a ready
         backend over ``items`` (reused, e.g. by validation across epochs); ``item_ids`` the
         ids in row order when the caller has them (else read from the corpus on first use)."""
+        super().__init__(corpus_path=corpus_path, corpus_fingerprint=corpus_fingerprint,
+                         item_ids=item_ids, num_items=len(items))
         self.items = items
         self.config = config
-        self._corpus_path = Path(corpus_path)
-        self._fingerprint = corpus_fingerprint
         self._preloaded_index = index
         self._backend = backend
         self._sub: tuple[bytes, ExactBackend | FaissBackend] | None = None
-        self._item_ids = item_ids
 
     @property
     def backend(self) -> ExactBackend | FaissBackend:
@@ -256,28 +256,8 @@ class DenseSearcher:
         return self._backend
 
     @property
-    def corpus_path(self) -> Path:
-        return self._corpus_path
-
-    @property
-    def corpus_fingerprint(self) -> str:
-        return self._fingerprint
-
-    @property
     def num_items(self) -> int:
         return len(self.items)
-
-    @property
-    def item_ids(self) -> list[str]:
-        if self._item_ids is None:
-            self._item_ids = read_item_ids(self._corpus_path, len(self.items))
-        return self._item_ids
-
-    def item_descriptions(self):
-        """``row -> first caption or source`` for display (empty when the corpus is gone)."""
-        from gcmr.search.retriever import item_descriptions
-
-        return item_descriptions(self._corpus_path)
 
     def search_vectors(self, vectors: np.ndarray, *, k: int = 10,
                        candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -323,35 +303,12 @@ class DenseSearcher:
             rows[start:start + len(vectors)] = r
         return scores, rows
 
-    def search(self, queries: str | Sequence[str], *, k: int = 10, beam: int | None = None,
-               candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` items per query: ``(scores [Q, k], item_ids object [Q, k])``, ``""``
-        padding."""
-        if isinstance(queries, str):
-            queries = [queries]
-        scores, rows = self.search_rows(queries, k=k, beam=beam, candidates=candidates)
-        ids = np.asarray(self.item_ids + [""], dtype=object)
-        return scores, ids[np.where(rows >= 0, rows, len(ids) - 1)]
-
     def save_index(self, path: str | Path) -> None:
         """Write the full-corpus faiss index (``faiss`` backends only)."""
         backend = self.backend
         if not isinstance(backend, FaissBackend):
             raise ConfigError("only faiss backends have an index to save (backend is exact)")
         save_faiss_index(backend.index, path)
-
-
-def read_item_ids(corpus_path: Path, num_items: int) -> list[str]:
-    """Item ids in row order from ``items.jsonl`` (the embedding rows' names), validated."""
-    from gcmr.corpus import read_items
-
-    path = Path(corpus_path) / "items.jsonl"
-    if not path.is_file():
-        raise CorpusError(f"{path}: missing; the dense model's corpus has moved (pass --corpus)")
-    ids, _, _ = read_items(path, load_captions=False)
-    if len(ids) != num_items:
-        raise CorpusError(f"{path}: {len(ids)} items but the embeddings have {num_items} rows")
-    return ids
 
 
 # ----------------------------------------------------------------------------- zero-shot

@@ -16,6 +16,7 @@ import torch
 
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
 from gcmr.ids.trie import Trie
+from gcmr.search.base import item_descriptions, rows_to_ids
 from gcmr.search.beam import effective_beam
 from gcmr.search.rerank import ItemVectors, RerankConfig, fuse, open_item_embeddings, rank
 
@@ -84,23 +85,6 @@ def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, b
                                         device=device, batch_size=batch_size, row_map=row_map,
                                         item_vectors=item_vectors)
     return rank(fuse(cos, logp, logprob_weight), rows, k)
-
-
-def item_descriptions(corpus_path: Path):
-    """A ``row -> text`` lookup of each item's first caption (or its source) for display.
-
-    Reads ``items.jsonl`` once through the validated corpus reader; returns a function giving
-    "" when the corpus is unavailable, and raises :class:`CorpusError` (file, line, field)
-    when it is there but malformed.
-    """
-    from gcmr.corpus import read_items
-
-    path = Path(corpus_path) / "items.jsonl"
-    if not path.is_file():
-        return lambda row: ""
-    _, captions, sources = read_items(path)
-    texts = [caps[0] if caps else str(src or "") for caps, src in zip(captions, sources)]
-    return lambda row: texts[row] if 0 <= row < len(texts) else ""
 
 
 class Retriever:
@@ -218,8 +202,7 @@ class Retriever:
             queries = [queries]
         scores, rows = self.search_rows(queries, k=k, beam=beam, candidates=candidates,
                                         rerank=rerank)
-        ids = np.asarray(self.index.item_ids + [""], dtype=object)
-        return scores, ids[np.where(rows >= 0, rows, len(ids) - 1)]
+        return scores, rows_to_ids(self.index.item_ids, rows)
 
     def _subtrie(self, rows: np.ndarray) -> tuple[Trie, np.ndarray]:
         rows = np.unique(rows)

@@ -7,8 +7,9 @@ Names are imported on first use (PEP 562), so ``import gcmr.train.config`` (the 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gcmr.extras import lazy_exports
 
 if TYPE_CHECKING:
     from gcmr.train.config import TrainConfig
@@ -21,13 +22,4 @@ _HOMES = {"TrainConfig": "gcmr.train.config", "TrainResult": "gcmr.train.loop",
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value  # the next access skips __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)
