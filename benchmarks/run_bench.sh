@@ -10,6 +10,7 @@
 #   bash benchmarks/run_bench.sh large      # 10M candidates, CART vs streamed exact (~15 min)
 #   bash benchmarks/run_bench.sh hybrid     # hybrid CART (query head + rerank) beside pure CART,
 #                                           # the dense tower and the caption matcher (~25 min)
+#   bash benchmarks/run_bench.sh hybrid-scale  # hybrid CART search speed/memory at 10k-1M
 #
 # Generated worlds, indexes and models go to $WORK (default /tmp/gcmr-bench; reused by a
 # re-run, so an interrupted run continues where it stopped). Results go to $OUT (default
@@ -114,6 +115,13 @@ if [ "$WHAT" = all ] || [ "$WHAT" = hybrid ]; then
   wait
   gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/hybrid" --threads 2 "${common[@]}" \
     --rows cart-hybrid,cart-hybrid-gen,cart,caption-matcher,dense-exact,oracle
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = hybrid-scale ]; then
+  # hybrid CART (random-weight default model with a query head; the rerank reads candidate
+  # rows from the memory-mapped world) beside pure CART and exact dense -> $OUT/hybrid_scale/
+  gcmr bench throughput --out "$OUT/hybrid_scale" --work "$WORK/scale" \
+    --methods cart,cart-hybrid,dense-exact --beams 10,20
 fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = scale ]; then

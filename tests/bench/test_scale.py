@@ -57,3 +57,23 @@ def test_throughput_crossover_sentence() -> None:
         for n in (10_000, 100_000, 1_000_000)]
     assert "not within the sizes measured" in throughput_crossover(rows)
     assert throughput_crossover([]) is None
+
+
+def test_bench_scale_hybrid_rows(tmp_path, tiny_index, tiny_model) -> None:
+    """cart-hybrid: the same identifiers, a model with a query head, the rerank reading the
+    memory-mapped world's candidate rows."""
+    from gcmr.bench.scale import ScaleConfig, bench_scale
+
+    config = ScaleConfig(sizes=[200], dim=32, beams=[4], batch_queries=4, batches=1,
+                         single_queries=3, max_fit_items=200, index_max_steps=5,
+                         tokenizer_items=100, vocab_size=300, threads=1,
+                         methods=["cart", "cart-hybrid"],
+                         index={k: v for k, v in tiny_index.items() if k != "max_steps"},
+                         model=tiny_model)
+    docs = bench_scale(tmp_path / "out", config, work=tmp_path / "work", command="x",
+                       show_progress=False)
+    speed = {r["method"] for r in docs["throughput"]["rows"]}
+    assert speed == {"CART (beam 4)", "CART hybrid (beam 4)"}
+    mem = {r["method"]: r for r in docs["memory"]["rows"]}
+    assert mem["CART hybrid"]["model_bytes"] > mem["CART"]["model_bytes"]  # the head
+    assert mem["CART hybrid"]["ids_bytes"] == mem["CART"]["ids_bytes"]

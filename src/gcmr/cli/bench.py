@@ -227,7 +227,8 @@ def _add_scale_options(p: argparse.ArgumentParser, *, timing: bool, prefix: str 
                    "for float32 embeddings, or 10 GB with --float16, and a long run)")
     g.add_argument("--dim", type=positive_int, help="embedding dimension (default 512)")
     g.add_argument("--float16", action="store_true", help="store the world as float16")
-    g.add_argument("--methods", help="comma-separated: cart,dense-exact,faiss-flat,faiss-hnsw")
+    g.add_argument("--methods", help="comma-separated: cart,cart-hybrid,dense-exact,faiss-flat,"
+                   "faiss-hnsw (default: all but cart-hybrid)")
     g.add_argument(f"--{prefix}hnsw", dest="scale_hnsw",
                    help="faiss HNSW factory (default HNSW32)")
     g.add_argument(f"--{prefix}ef-search", dest="scale_ef", type=positive_int,
