@@ -99,8 +99,8 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
     *(RowSpec(f"avg-beam{b}", f"AVG beam {b}", "generative", _AVG, _AVG_TRAIN, beam=b,
               model_of="avg")
       for b in AVG_BEAMS),
-    RowSpec("cart-hybrid", "CART + query head, hybrid search (rerank the beam)", "generative",
-            (("scheme", "cart"),), _HYBRID_TRAIN, rerank="hybrid"),
+    RowSpec("cart-hybrid", "CART + query head, hybrid search (beam 20, the default)",
+            "generative", (("scheme", "cart"),), _HYBRID_TRAIN, rerank="hybrid", beam=20),
     RowSpec("cart-hybrid-gen", "CART + query head, pure generation (--rerank none)",
             "generative", (("scheme", "cart"),), _HYBRID_TRAIN, rerank="none",
             model_of="cart-hybrid"),
@@ -250,7 +250,7 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
             index_path, index, index_s, _ = indexes[ikey]
             # the papers' rows are pure generation whatever the library default (no query
             # head) unless the suite's budget or the row says otherwise
-            pure = {} if "dense_weight" in config.train else {"dense_weight": 0.0}
+            pure = {} if config.train.get("dense_weight") is not None else {"dense_weight": 0.0}
             tc = TrainConfig.from_dict({**train_config.to_dict(), **pure, **dict(spec.train)},
                                        where=f"train options of row {spec.name}")
             options = {**config.model, **dict(spec.model)}
@@ -310,6 +310,12 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
         _log(f"{spec.label}: " + "  ".join(f"{m} {row[m]:.4f}" for m in METRICS), show_progress)
         del searcher
     notes = accuracy_notes(rows, specs)
+    curves = [f"{r['method']} {r['val_R@1_by_epoch']}" for r in rows
+              if r.get("val_R@1_by_epoch") and r["row"] != "cart-hybrid-gen"]
+    if curves:
+        notes.append("Learning curves, the validation R@1 after each epoch (a row still rising "
+                     "at its last epoch is undertrained; a model with a query head is selected "
+                     "on its hybrid search): " + "; ".join(curves) + ".")
     notes.append(f"Pool: {'the split items' if config.restrict else 'every corpus item'} "
                  f"({len(corpus):,} items); split {config.split}"
                  + (f", {max_q:,} sampled queries" if max_q else "")
