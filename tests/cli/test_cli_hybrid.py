@@ -47,3 +47,20 @@ def test_dense_models_refuse_rerank(tiny_corpus: Path, tmp_path: Path, capsys) -
                  "--heads", "2", "--ffn", "32", "--encoder-layers", "1", "--quiet"]) == 0
     assert main(["search", str(out), "red", "--rerank", "none"]) == 2
     assert "nothing to rerank" in capsys.readouterr().err
+
+
+def test_a_moved_corpus_is_found_with_corpus(tiny_corpus: Path, tmp_path: Path,
+                                             capsys) -> None:
+    idx, model = tmp_path / "idx", tmp_path / "model"
+    assert main(["index", str(tiny_corpus), str(idx), "--clusters", "4", "--codebook-size",
+                 "4", "--epochs", "1", "--max-steps", "5", "--quiet"]) == 0
+    assert main(["train", str(idx), str(model), "--epochs", "1", "--no-val", *TINY]) == 0
+    moved = tmp_path / "moved"
+    tiny_corpus.rename(moved)
+    capsys.readouterr()
+    assert main(["search", str(model), "red item 3", "-k", "2"]) == 2
+    assert "embeddings.npy: missing" in capsys.readouterr().err
+    assert main(["search", str(model), "red item 3", "-k", "2", "--json", "--index", str(idx),
+                 "--corpus", str(moved)]) == 0
+    hits = json.loads(capsys.readouterr().out)["results"]
+    assert len(hits) == 2 and hits[0]["caption"]  # captions come from the moved corpus

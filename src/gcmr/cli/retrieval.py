@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", type=Path, help="file with one query per line ('-' = stdin)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of tables")
     p.add_argument("--index", type=Path, help="index directory (default: the model's)")
+    p.add_argument("--corpus", type=Path, help="corpus directory, when it has moved since "
+                   "training (hybrid search reads its embeddings; captions are shown from it)")
     add_rerank_option(p)
     p.set_defaults(func=cmd_search)
 
@@ -127,7 +129,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from gcmr.search import load_searcher, ranked_hits
 
     queries = _read_queries(args)
-    searcher = load_searcher(args.model, index_path=args.index, rerank=args.rerank)
+    searcher = load_searcher(args.model, index_path=args.index, rerank=args.rerank,
+                             corpus_path=args.corpus)
     scores, rows = searcher.search_rows(queries, k=args.k, beam=args.beam)
     beam_note(args)
     results = ranked_hits(searcher, scores, rows, searcher.item_descriptions())

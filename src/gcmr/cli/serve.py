@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
     p.add_argument("--index", type=Path, help="index directory (default: the model's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--corpus", type=Path, help="corpus directory, when it has moved since "
+                   "training")
     add_rerank_option(p)
     p.set_defaults(func=cmd_serve)
 
@@ -28,5 +30,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gcmr.serve.app import serve
 
     serve(args.model, host=args.host, port=args.port, index_path=args.index, device=args.device,
-          rerank=args.rerank)
+          rerank=args.rerank, corpus_path=args.corpus)
     return 0

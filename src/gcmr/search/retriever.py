@@ -93,7 +93,8 @@ class Retriever:
 
     def __init__(self, model, tokenizer, index, manifest: dict[str, Any], *, path: Path,
                  device: torch.device, item_vectors: ItemVectors | None = None,
-                 rerank: RerankConfig | None = None) -> None:
+                 rerank: RerankConfig | None = None,
+                 corpus_path: str | Path | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.index = index
@@ -101,6 +102,7 @@ class Retriever:
         self.path = path
         self.device = device
         self.item_vectors = item_vectors
+        self._corpus_path = Path(corpus_path) if corpus_path is not None else None
         if rerank is None:
             rerank = RerankConfig(mode="hybrid" if item_vectors is not None else "none")
         self.rerank = rerank
@@ -152,7 +154,7 @@ class Retriever:
             item_vectors = ItemVectors(items)
         dev = resolve_device(device)
         return cls(model.to(dev), tokenizer, index, manifest, path=model_dir, device=dev,
-                   item_vectors=item_vectors, rerank=config)
+                   item_vectors=item_vectors, rerank=config, corpus_path=corpus_path)
 
     @property
     def item_ids(self) -> list[str]:
@@ -160,6 +162,9 @@ class Retriever:
 
     @property
     def corpus_path(self) -> Path:
+        """Where the corpus is: the path given at load time, else the manifest's."""
+        if self._corpus_path is not None:
+            return self._corpus_path
         return Path(self.manifest["corpus"]["path"])
 
     @property

@@ -18,7 +18,8 @@ MAX_K = 1000
 
 
 def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
-               device: str = "auto", rerank: str | None = None) -> Any:
+               device: str = "auto", rerank: str | None = None,
+               corpus_path: str | Path | None = None) -> Any:
     """A FastAPI app serving the model at ``model_dir`` (loaded now, once); ``rerank`` as in
     :func:`gcmr.search.load_searcher` (a model with a query head serves hybrid search)."""
     fastapi = require("fastapi", "serve", purpose="gcmr serve")
@@ -28,7 +29,8 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
     from gcmr.search import load_searcher, ranked_hits
     from gcmr.search.dense import DenseRetriever
 
-    searcher = load_searcher(model_dir, index_path=index_path, device=device, rerank=rerank)
+    searcher = load_searcher(model_dir, index_path=index_path, device=device, rerank=rerank,
+                             corpus_path=corpus_path)
     describe = searcher.item_descriptions()
     kind = "dense" if isinstance(searcher, DenseRetriever) else "generative"
     info = {"model": str(model_dir), "kind": kind, "items": len(searcher.item_ids)}
@@ -84,11 +86,12 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
 
 def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           index_path: str | Path | None = None, device: str = "auto",
-          rerank: str | None = None) -> None:
+          rerank: str | None = None, corpus_path: str | Path | None = None) -> None:
     """Run the app with uvicorn until interrupted."""
     uvicorn = require("uvicorn", "serve", purpose="gcmr serve")
-    uvicorn.run(create_app(model_dir, index_path=index_path, device=device, rerank=rerank),
-                host=host, port=port, log_level="info")
+    app = create_app(model_dir, index_path=index_path, device=device, rerank=rerank,
+                     corpus_path=corpus_path)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 PAGE = """<!doctype html>
