@@ -170,3 +170,53 @@ def test_a_model_without_a_head_refuses_hybrid(tmp_path: Path) -> None:
     assert r.rerank.mode == "none"  # old models search as they always did
     with pytest.raises(ConfigError, match="query-vector head"):
         Retriever.load(root / "model", index_path=root / "index", device="cpu", rerank="hybrid")
+
+
+def test_prefix_expansion_adds_the_items_under_the_beams_prefixes() -> None:
+    from gcmr.search.rerank import PrefixExpander
+
+    codes = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0], [1, 2, 0], [2, 0, 0]])
+    exp = PrefixExpander(codes, [3, 3, 1], depth=1)
+    rows = np.array([[3, 5, -1]])
+    logp = np.array([[-1.0, -2.0, -np.inf]], dtype=np.float32)
+    r, s = exp.expand(rows, logp, max_candidates=5)
+    # the beam's items first, then the rest of item 3's cluster (1), then item 5's (2: none)
+    assert r.tolist() == [[3, 5, 2, 4, -1]]
+    assert s[0, :4].tolist() == [-1.0, -2.0, -1.0, -1.0] and np.isinf(s[0, 4])
+    r, _ = exp.expand(rows, logp, max_candidates=3)  # bounded
+    assert r.tolist() == [[3, 5, 2]]
+    with pytest.raises(ConfigError, match="expansion depth"):
+        PrefixExpander(codes, [3, 3, 1], depth=3)
+
+
+def test_expansion_to_the_whole_corpus_gives_the_dense_ranking() -> None:
+    from gcmr.search.rerank import PrefixExpander
+
+    model, trie, items, texts = setup()
+    tok = IdTokenizer()
+    codes = np.array([[int(c) for c in row] for row in _codes_of(trie)])
+    # depth 1 with a bound of N: the beam's clusters; with every cluster in the beam (beam
+    # as wide as the coarse level) the list is the whole corpus
+    exp = PrefixExpander(codes, SIZES, depth=1)
+    _, rows = search_rows(model, tok, trie, texts, k=10, beam=len(items),
+                          item_vectors=ItemVectors(items), expander=exp,
+                          max_candidates=len(items))
+    ids, mask = tok.encode_batch(texts)
+    with torch.no_grad():
+        q = model.query_vectors(model.encode(ids, mask)).numpy()
+    x = items / np.linalg.norm(items, axis=1, keepdims=True)
+    assert np.array_equal(rows, np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :10])
+
+
+def _codes_of(trie: Trie) -> list[list[int]]:
+    """Every identifier of the trie, in item-row order (walks the CSR levels)."""
+    paths = {0: []}
+    for lvl in range(trie.num_levels):
+        nxt = {}
+        offsets, tokens, targets = (t.numpy() for t in (trie.offsets[lvl], trie.tokens[lvl],
+                                                        trie.targets[lvl]))
+        for node, path in paths.items():
+            for e in range(offsets[node], offsets[node + 1]):
+                nxt[int(targets[e])] = [*path, int(tokens[e])]
+        paths = nxt
+    return [paths[row] for row in sorted(paths)]

@@ -130,7 +130,7 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
     from gcmr.model import EncoderConfig, GenerativeRetrievalModel, ModelConfig, QueryTokenizer
     from gcmr.model.dense import DenseTower, DenseTowerConfig
     from gcmr.search.dense import DenseSearchConfig, make_backend
-    from gcmr.search.rerank import ItemVectors
+    from gcmr.search.rerank import ItemVectors, PrefixExpander, RerankConfig
     from gcmr.search.retriever import search_rows
 
     config = config or ScaleConfig()
@@ -217,7 +217,8 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
                 note = "identifiers " + "x".join(str(s) for s in level_sizes)
                 if hybrid:
                     note += ("; + the memory-mapped item embeddings, only the candidate rows "
-                             "read per batch (page cache, not held by the process)")
+                             "read per batch (page cache, not held by the process); the "
+                             "beam's coarse clusters expand the list to 100 candidates")
                 memory_rows.append({
                     "method": name, "candidates": n, "model_bytes": model_bytes,
                     "ids_bytes": ids_bytes, "trie_bytes": trie_bytes, "embedding_bytes": 0,
@@ -226,13 +227,19 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
                 if not timing:
                     continue
                 vectors = ItemVectors(items) if hybrid else None
+                rerank = RerankConfig()  # the hybrid defaults: expansion to the beam's clusters
+                expander = (PrefixExpander(codes, list(level_sizes), rerank.expand_depth)
+                            if hybrid and rerank.expand_depth else None)
                 for beam in config.beams:
                     log(f"[scale] {n:,} items: {name} beam {beam}")
 
                     def run(batch: list[str], beam: int = beam, model: Any = model,
-                            trie: Any = trie, vectors: Any = vectors) -> None:
+                            trie: Any = trie, vectors: Any = vectors,
+                            expander: Any = expander,
+                            max_candidates: int = rerank.max_candidates) -> None:
                         search_rows(model, tokenizer, trie, batch, k=config.k, beam=beam,
-                                    batch_size=config.batch_queries, item_vectors=vectors)
+                                    batch_size=config.batch_queries, item_vectors=vectors,
+                                    expander=expander, max_candidates=max_candidates)
 
                     speed_rows.append({"method": f"{name} (beam {beam})", "candidates": n,
                                        **_timed(run, texts, config)})

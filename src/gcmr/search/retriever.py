@@ -18,14 +18,22 @@ from gcmr.errors import ArtifactError, ConfigError, GcmrError
 from gcmr.ids.trie import Trie
 from gcmr.search.base import item_descriptions, rows_to_ids
 from gcmr.search.beam import effective_beam
-from gcmr.search.rerank import ItemVectors, RerankConfig, fuse, open_item_embeddings, rank
+from gcmr.search.rerank import (
+    ItemVectors,
+    PrefixExpander,
+    RerankConfig,
+    fuse,
+    open_item_embeddings,
+    rank,
+)
 
 
 @torch.no_grad()
 def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int,
                       beam: int | None, device: torch.device | str = "cpu",
                       batch_size: int = 256, row_map: np.ndarray | None = None,
-                      item_vectors: ItemVectors | None = None
+                      item_vectors: ItemVectors | None = None,
+                      expander: PrefixExpander | None = None, max_candidates: int = 100
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Constrained beam search for a list of texts in batches: the ``k`` best identifiers of
     each query as ``(logprobs float32 [Q, k], rows int64 [Q, k], cosines)``, -inf / -1
@@ -34,13 +42,19 @@ def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: 
 
     ``row_map`` translates the trie's item rows (e.g. of a candidate sub-trie) to corpus rows.
     ``beam`` follows :func:`~gcmr.search.beam.effective_beam` (``None`` = max(10, k)).
+    With an ``expander`` (hybrid search over the whole index), each list grows to
+    ``max(max_candidates, k)`` with the items under the beam's prefixes
+    (:class:`~gcmr.search.rerank.PrefixExpander`).
     """
     from gcmr.search.beam import constrained_beam_search
 
     beam = effective_beam(beam, k)
-    scores_out = np.full((len(texts), k), -np.inf, dtype=np.float32)
-    rows_out = np.full((len(texts), k), -1, dtype=np.int64)
-    cos_out = np.full((len(texts), k), -np.inf, dtype=np.float32) if item_vectors else None
+    if expander is not None and (item_vectors is None or row_map is not None):
+        raise ConfigError("candidate expansion needs the item vectors and the whole index")
+    out_w = max(max_candidates, k) if expander is not None else k
+    scores_out = np.full((len(texts), out_w), -np.inf, dtype=np.float32)
+    rows_out = np.full((len(texts), out_w), -1, dtype=np.int64)
+    cos_out = np.full((len(texts), out_w), -np.inf, dtype=np.float32) if item_vectors else None
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
         try:
@@ -56,6 +70,9 @@ def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: 
         r = rows[:, :width].cpu().numpy()
         if row_map is not None:
             r = np.where(r >= 0, row_map[np.maximum(r, 0)], -1)
+        if expander is not None:
+            r, s = expander.expand(r, s, max_candidates)
+            width = r.shape[1]
         stop = start + len(chunk)
         scores_out[start:stop, :width] = s
         rows_out[start:stop, :width] = r
@@ -67,7 +84,8 @@ def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: 
 def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int | None,
                 device: torch.device | str = "cpu", batch_size: int = 256,
                 row_map: np.ndarray | None = None, item_vectors: ItemVectors | None = None,
-                logprob_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                logprob_weight: float = 0.0, expander: PrefixExpander | None = None,
+                max_candidates: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Ranked ``(scores float32 [Q, k], rows int64 [Q, k])``, -inf / -1 padding.
 
     Pure generation (``item_vectors`` None): the beam's identifiers by sequence
@@ -83,7 +101,8 @@ def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, b
     width = effective_beam(beam, k)
     logp, rows, cos = search_candidates(model, tokenizer, trie, texts, k=width, beam=width,
                                         device=device, batch_size=batch_size, row_map=row_map,
-                                        item_vectors=item_vectors)
+                                        item_vectors=item_vectors, expander=expander,
+                                        max_candidates=max_candidates)
     return rank(fuse(cos, logp, logprob_weight), rows, k)
 
 
@@ -107,6 +126,7 @@ class Retriever:
             rerank = RerankConfig(mode="hybrid" if item_vectors is not None else "none")
         self.rerank = rerank
         self._subtries: dict[bytes, tuple[Trie, np.ndarray]] = {}
+        self._expander_cache: PrefixExpander | None = None
 
     @classmethod
     def load(cls, model_dir: str | Path, *, index_path: str | Path | None = None,
@@ -132,7 +152,8 @@ class Retriever:
                                 f"(identifiers differ); pass the right --index")
         model, tokenizer, manifest = load_generative(model_dir, manifest)
         saved = {key: value for key, value in (manifest.get("rerank") or {}).items()
-                 if key in ("mode", "logprob_weight", "candidates")}  # the rest: how chosen
+                 if key in ("mode", "logprob_weight", "candidates", "expand_depth",
+                            "max_candidates")}  # the rest: how they were chosen
         if rerank is not None:
             saved["mode"] = rerank
         has_head = bool(getattr(model, "has_query_head", False))
@@ -189,10 +210,22 @@ class Retriever:
                               "vectors; this retriever has none (use rerank='none')")
         if mode == "hybrid" and beam is None:
             beam = self.rerank.candidates  # the hybrid default: a wider candidate list
+        expander = self._expander() if mode == "hybrid" and row_map is None else None
         return search_rows(self.model, self.tokenizer, trie, list(queries), k=k, beam=beam,
                            device=self.device, batch_size=batch_size, row_map=row_map,
                            item_vectors=self.item_vectors if mode == "hybrid" else None,
-                           logprob_weight=self.rerank.logprob_weight)
+                           logprob_weight=self.rerank.logprob_weight, expander=expander,
+                           max_candidates=self.rerank.max_candidates)
+
+    def _expander(self) -> PrefixExpander | None:
+        """The prefix groups of ``rerank.expand_depth`` (built once), or None when off."""
+        depth = self.rerank.expand_depth
+        if not depth:
+            return None
+        if self._expander_cache is None or self._expander_cache.depth != depth:
+            self._expander_cache = PrefixExpander(self.index.codes, list(self.index.level_sizes),
+                                                  depth)
+        return self._expander_cache
 
     def search(self, queries: str | Sequence[str], *, k: int = 10, beam: int | None = None,
                candidates: np.ndarray | None = None,

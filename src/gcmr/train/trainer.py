@@ -197,19 +197,24 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
     of the sequence log-probability that maximizes ``select_metric`` on the validation split
     (0 = cosine only without a validation split)."""
     from gcmr.evaluate.runner import choose_fusion_weight, sample_queries
-    from gcmr.search.rerank import ItemVectors, RerankConfig
+    from gcmr.search.rerank import ItemVectors, PrefixExpander, RerankConfig
     from gcmr.search.retriever import search_candidates
 
     split = validation_split(corpus, config)
     if split is None:
         return {**RerankConfig().to_dict(), "chosen_on": None}
     texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
-    width = RerankConfig().candidates  # the candidate list the search will rerank
+    defaults = RerankConfig()  # the candidate list the search will rerank
+    width = defaults.candidates
+    expander = (PrefixExpander(index.codes, list(index.level_sizes), defaults.expand_depth)
+                if defaults.expand_depth else None)
     was_training = model.training
     model.eval()
     logp, rows, cos = search_candidates(model, tokenizer, index.trie, texts, k=width,
                                         beam=width, device=device,
-                                        item_vectors=ItemVectors(corpus.embeddings))
+                                        item_vectors=ItemVectors(corpus.embeddings),
+                                        expander=expander,
+                                        max_candidates=defaults.max_candidates)
     model.train(was_training)
     weight, table = choose_fusion_weight(cos, logp, rows, relevant, metric=config.select_metric)
     return {**RerankConfig(logprob_weight=weight).to_dict(), "chosen_on": split,
