@@ -113,7 +113,11 @@ def run_demo(work: str | Path, *, items: int = 2000, dim: int = 1024, epochs: in
 
     observer.stage("2/4 CART semantic identifiers")
     t0 = time.perf_counter()
-    index = build_index(corpus, IndexConfig(scheme="cart", seed=seed), show_progress=show_progress)
+    # one thread, as `gcmr index` builds by default: the RQ-VAE's multi-threaded CPU training
+    # is not bit-reproducible (its weights differ in the last bits from run to run with two
+    # threads, and sometimes its codes), one thread is
+    index = build_index(corpus, IndexConfig(scheme="cart", seed=seed), show_progress=show_progress,
+                        threads=1)
     index_dir = index.save(work / "index", overwrite=True)
     timings["index"] = time.perf_counter() - t0
     observer.index_built(index, index_dir)
