@@ -130,7 +130,7 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
     from gcmr.model import EncoderConfig, GenerativeRetrievalModel, ModelConfig, QueryTokenizer
     from gcmr.model.dense import DenseTower, DenseTowerConfig
     from gcmr.search.dense import DenseSearchConfig, make_backend
-    from gcmr.search.rerank import ItemVectors, PrefixExpander, RerankConfig
+    from gcmr.search.rerank import ItemVectors, RerankConfig, expander_for
     from gcmr.search.retriever import search_rows
 
     config = config or ScaleConfig()
@@ -228,8 +228,7 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
                     continue
                 vectors = ItemVectors(items) if hybrid else None
                 rerank = RerankConfig()  # the hybrid defaults: expansion to the beam's clusters
-                expander = (PrefixExpander(codes, list(level_sizes), rerank.expand_depth)
-                            if hybrid and rerank.expand_depth else None)
+                expander = expander_for(codes, level_sizes, rerank) if hybrid else None
                 for beam in config.beams:
                     log(f"[scale] {n:,} items: {name} beam {beam}")
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gcmr.model.config import POOLINGS
+
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -230,7 +232,6 @@ class QueryEncoder(nn.Module):
         super().__init__()
         if norms not in ("every", "last"):
             raise ValueError(f"norms must be 'every' or 'last', got {norms!r}")
-        self.max_length = max_length
         self.embed_scale = math.sqrt(d_model)
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.position_embedding = nn.Embedding(max_length, d_model)
@@ -240,10 +241,6 @@ class QueryEncoder(nn.Module):
                                    for _ in range(num_layers if norms == "every" else 1))
         self.every = norms == "every"
         self.drop = nn.Dropout(dropout)
-
-    @property
-    def num_embeddings(self) -> int:
-        return self.token_embedding.num_embeddings
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -261,9 +258,6 @@ class QueryEncoder(nn.Module):
         if not self.every:
             outputs.append(self.norms[0](x))
         return outputs, mask
-
-
-POOLINGS = ("mean", "first")
 
 
 class QueryVectorHead(nn.Module):

@@ -84,13 +84,6 @@ class ItemVectors:
                               f"{list(getattr(items, 'shape', []))}")
         self.items = items
 
-    @property
-    def dim(self) -> int:
-        return int(self.items.shape[1])
-
-    def __len__(self) -> int:
-        return int(self.items.shape[0])
-
     def cosines(self, queries: torch.Tensor, rows: np.ndarray) -> np.ndarray:
         """Cosine [Q, C] of normalized ``queries`` [Q, D] with items ``rows`` [Q, C] (-inf
         where a row is -1 padding)."""
@@ -192,3 +185,12 @@ class PrefixExpander:
             out_rows[i, :len(picked)] = picked
             out_logp[i, :len(scores)] = scores
         return out_rows, out_logp
+
+
+def expander_for(codes: np.ndarray, level_sizes: list[int],
+                 config: RerankConfig) -> PrefixExpander | None:
+    """The :class:`PrefixExpander` that ``config`` asks for over an index's identifiers, or
+    ``None`` when its ``expand_depth`` is 0."""
+    if not config.expand_depth:
+        return None
+    return PrefixExpander(codes, list(level_sizes), config.expand_depth)

@@ -22,6 +22,7 @@ from gcmr.search.rerank import (
     ItemVectors,
     PrefixExpander,
     RerankConfig,
+    expander_for,
     fuse,
     open_item_embeddings,
     rank,
@@ -220,12 +221,10 @@ class Retriever:
     def _expander(self) -> PrefixExpander | None:
         """The prefix groups of ``rerank.expand_depth`` (built once), or None when off."""
         depth = self.rerank.expand_depth
-        if not depth:
-            return None
-        if self._expander_cache is None or self._expander_cache.depth != depth:
-            self._expander_cache = PrefixExpander(self.index.codes, list(self.index.level_sizes),
-                                                  depth)
-        return self._expander_cache
+        if depth and (self._expander_cache is None or self._expander_cache.depth != depth):
+            self._expander_cache = expander_for(self.index.codes, self.index.level_sizes,
+                                                self.rerank)
+        return self._expander_cache if depth else None
 
     def search(self, queries: str | Sequence[str], *, k: int = 10, beam: int | None = None,
                candidates: np.ndarray | None = None,

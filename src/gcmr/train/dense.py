@@ -89,8 +89,7 @@ def train_dense(
         raise ConfigError("--save-index needs a faiss backend (e.g. --backend faiss:HNSW32); "
                           "exact search has no index to save")
     out = Path(out)
-    if out.exists() and not (overwrite or resume):
-        raise ArtifactError(f"{out} already exists (use --overwrite to replace it)")
+    loop.refuse_existing(out, resume=resume, overwrite=overwrite)
     corpus, index_path = resolve_source(source, corpus_path)
     device = resolve_device(config.device)
     set_threads(config.num_threads)

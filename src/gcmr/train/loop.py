@@ -266,7 +266,16 @@ class RunDir:
 
     path: Path
     resume: bool
-    final: Path
+
+
+def refuse_existing(out: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless the run resumes or replaces it (a trainer calls this
+    before loading its data, to fail fast; :func:`training_dir` calls it again)."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    if Path(out).exists() and not (resume or overwrite):
+        raise ArtifactError(f"{out} already exists (use --resume to continue training it, "
+                            f"or --overwrite to replace it once the new model is trained)")
 
 
 @contextlib.contextmanager
@@ -284,8 +293,7 @@ def training_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Iterator[
     """
     out = Path(out)
     staging = staging_path(out)
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other")
+    refuse_existing(out, resume=resume, overwrite=overwrite)
     if resume:
         if _has_checkpoint(staging):
             path = staging
@@ -293,7 +301,7 @@ def training_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Iterator[
             path = out
         else:
             raise ArtifactError(f"{out}: no checkpoint to resume from (no such model directory)")
-        run = RunDir(path, resume=_has_checkpoint(path), final=out)
+        run = RunDir(path, resume=_has_checkpoint(path))
         if not run.resume:
             if not _is_run_dir(path):
                 raise ArtifactError(f"{path} is not a gcmr model directory; refusing to train "
@@ -302,19 +310,16 @@ def training_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Iterator[
                  f"starting over")
             _clear(path)
     elif out.exists():
-        if not overwrite:
-            raise ArtifactError(f"{out} already exists (use --resume to continue training it, "
-                                f"or --overwrite to replace it once the new model is trained)")
         if not out.is_dir() or not _is_run_dir(out):
             raise ArtifactError(f"{out} exists and is not a gcmr model directory; refusing to "
                                 f"overwrite it")
         shutil.rmtree(staging, ignore_errors=True)  # leftovers of an interrupted replacement
         staging.mkdir(parents=True)
-        run = RunDir(staging, resume=False, final=out)
+        run = RunDir(staging, resume=False)
     else:
         shutil.rmtree(staging, ignore_errors=True)
         out.mkdir(parents=True)
-        run = RunDir(out, resume=False, final=out)
+        run = RunDir(out, resume=False)
     try:
         yield run
     except BaseException:

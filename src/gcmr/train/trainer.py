@@ -39,6 +39,7 @@ from gcmr.train.loop import (
     check_resumable,
     fit,
     new_state,
+    refuse_existing,
     resume_state,
     training_dir,
     validation_split,
@@ -63,6 +64,7 @@ def train(
 
     out = Path(out)
     config = config or TrainConfig()
+    refuse_existing(out, resume=resume, overwrite=overwrite)
     index, corpus = load_index_and_corpus(index_path, corpus_path)
     device = resolve_device(config.device)
     set_threads(config.num_threads)
@@ -132,10 +134,14 @@ def cart_or_avg_loss(config: TrainConfig, pairs: Pairs, index: Any, tokenizer: A
 
     codes_all = torch.as_tensor(index.codes, dtype=torch.long)
 
+    dense = config.resolved_dense_weight
+
     def loss_fn(model: Any, idx: torch.Tensor):
         ids, mask, rows = pairs.batch(idx, tokenizer.pad_id)
         codes = codes_all[rows]
         ids, mask, codes = ids.to(device), mask.to(device), codes.to(device)
+        items = item_vectors(corpus.embeddings, rows).to(device) if dense > 0 else None
+        rows = rows.to(device)
         if config.method == "avg":
             from gcmr.train.avg import avg_loss
             from gcmr.train.losses import info_nce
@@ -143,18 +149,14 @@ def cart_or_avg_loss(config: TrainConfig, pairs: Pairs, index: Any, tokenizer: A
             loss, parts = avg_loss(model, ids, mask, codes, trie=index.trie,
                                    omega=config.resolved_omega, beam=config.dis_beam,
                                    dis_weight=config.dis_weight)
-            if config.resolved_dense_weight > 0:  # the query head, on its own encoder pass
-                items = item_vectors(corpus.embeddings, rows).to(device)
-                nce = info_nce(model.query_vectors(model.encode(ids, mask)), items,
-                               rows.to(device), model.logit_scale)
-                loss = loss + config.resolved_dense_weight * nce
+            if dense > 0:  # the query head, on its own encoder pass
+                nce = info_nce(model.query_vectors(model.encode(ids, mask)), items, rows,
+                               model.logit_scale)
+                loss = loss + dense * nce
                 parts.update(nce=float(nce.detach()), loss=float(loss.detach()))
             return loss, parts
-        if config.resolved_dense_weight > 0:
-            return cart_loss(model, ids, mask, codes, omega=config.resolved_omega,
-                             items=item_vectors(corpus.embeddings, rows).to(device),
-                             rows=rows.to(device), dense_weight=config.resolved_dense_weight)
-        return cart_loss(model, ids, mask, codes, omega=config.resolved_omega)
+        return cart_loss(model, ids, mask, codes, omega=config.resolved_omega, items=items,
+                         rows=rows, dense_weight=dense)
 
     return loss_fn
 
@@ -170,20 +172,18 @@ def _validator(config: TrainConfig, corpus: Any, index: Any, tokenizer: Any, wor
     if split is None:
         return None
     from gcmr.evaluate.metrics import retrieval_metrics
-    from gcmr.evaluate.runner import evaluate, sample_queries
-    from gcmr.search.rerank import ItemVectors, fuse, rank
-    from gcmr.search.retriever import Retriever, search_candidates
+    from gcmr.evaluate.runner import evaluate
+    from gcmr.search.rerank import fuse, rank
+    from gcmr.search.retriever import Retriever
 
     def validate(model: Any) -> dict[str, float]:
         if not getattr(model, "has_query_head", False):
             searcher = Retriever(model, tokenizer, index, {}, path=work, device=device)
             return evaluate(searcher, corpus, split, k=10, beam=config.val_beam,
                             max_queries=config.max_val_queries, seed=config.seed)["metrics"]
-        texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
-        width = max(config.val_beam, 10)
-        logp, rows, cos = search_candidates(model, tokenizer, index.trie, texts, k=width,
-                                            beam=width, device=device,
-                                            item_vectors=ItemVectors(corpus.embeddings))
+        logp, rows, cos, relevant = _val_candidates(model, tokenizer, index, corpus, config,
+                                                    split, device,
+                                                    width=max(config.val_beam, 10))
         hybrid = retrieval_metrics(rank(fuse(cos, logp, 0.0), rows, 10)[1], relevant)
         generative = retrieval_metrics(rows[:, :10], relevant)
         return {**hybrid, **{f"gen_{k}": v for k, v in generative.items()}}
@@ -196,29 +196,40 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
     """The hybrid search settings saved with a model that has a query head: the fusion weight
     of the sequence log-probability that maximizes ``select_metric`` on the validation split
     (0 = cosine only without a validation split)."""
-    from gcmr.evaluate.runner import choose_fusion_weight, sample_queries
-    from gcmr.search.rerank import ItemVectors, PrefixExpander, RerankConfig
-    from gcmr.search.retriever import search_candidates
+    from gcmr.evaluate.runner import choose_fusion_weight
+    from gcmr.search.rerank import RerankConfig, expander_for
 
     split = validation_split(corpus, config)
-    if split is None:
-        return {**RerankConfig().to_dict(), "chosen_on": None}
-    texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
     defaults = RerankConfig()  # the candidate list the search will rerank
-    width = defaults.candidates
-    expander = (PrefixExpander(index.codes, list(index.level_sizes), defaults.expand_depth)
-                if defaults.expand_depth else None)
+    if split is None:
+        return {**defaults.to_dict(), "chosen_on": None}
     was_training = model.training
     model.eval()
+    logp, rows, cos, relevant = _val_candidates(
+        model, tokenizer, index, corpus, config, split, device, width=defaults.candidates,
+        expander=expander_for(index.codes, index.level_sizes, defaults),
+        max_candidates=defaults.max_candidates)
+    model.train(was_training)
+    weight, table = choose_fusion_weight(cos, logp, rows, relevant, metric=config.select_metric)
+    return {**defaults.replace(logprob_weight=weight).to_dict(), "chosen_on": split,
+            "queries": len(relevant), "metric": config.select_metric, "by_weight": table}
+
+
+def _val_candidates(model: Any, tokenizer: Any, index: Any, corpus: Any, config: TrainConfig,
+                    split: str, device: torch.device, *, width: int, expander: Any = None,
+                    max_candidates: int = 100):
+    """The hybrid candidates of (a seeded subsample of) the validation queries with their
+    log-probabilities and cosines: ``(logprobs, rows, cosines, relevant)``."""
+    from gcmr.evaluate.runner import sample_queries
+    from gcmr.search.rerank import ItemVectors
+    from gcmr.search.retriever import search_candidates
+
+    texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
     logp, rows, cos = search_candidates(model, tokenizer, index.trie, texts, k=width,
                                         beam=width, device=device,
                                         item_vectors=ItemVectors(corpus.embeddings),
-                                        expander=expander,
-                                        max_candidates=defaults.max_candidates)
-    model.train(was_training)
-    weight, table = choose_fusion_weight(cos, logp, rows, relevant, metric=config.select_metric)
-    return {**RerankConfig(logprob_weight=weight).to_dict(), "chosen_on": split,
-            "queries": len(texts), "metric": config.select_metric, "by_weight": table}
+                                        expander=expander, max_candidates=max_candidates)
+    return logp, rows, cos, relevant
 
 
 def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict[str, Any]):
