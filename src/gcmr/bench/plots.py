@@ -34,18 +34,8 @@ def plot_throughput(rows: list[dict[str, Any]], path: str | Path) -> Path:
     for name, (xs, ys) in _series(rows, "queries_per_s").items():
         style = "-o" if name.startswith("CART") else "--s"
         ax.plot(xs, ys, style, label=name)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("candidate items")
-    ax.set_ylabel("queries / s (batches of concurrent queries)")
-    ax.set_title("Throughput vs corpus size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_loglog(plt, fig, ax, path, ylabel="queries / s (batches of concurrent queries)",
+                        title="Throughput vs corpus size")
 
 
 def plot_memory(rows: list[dict[str, Any]], path: str | Path) -> Path:
@@ -54,18 +44,8 @@ def plot_memory(rows: list[dict[str, Any]], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name, (xs, ys) in _series(rows, "total_bytes").items():
         ax.plot(xs, [y / 2**20 for y in ys], "-o", label=name)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("candidate items")
-    ax.set_ylabel("memory to serve (MiB)")
-    ax.set_title("Serving memory vs corpus size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_loglog(plt, fig, ax, path, ylabel="memory to serve (MiB)",
+                        title="Serving memory vs corpus size")
 
 
 def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, *,
@@ -85,6 +65,22 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path, *,
     ax.set_xlim(0, 1)
     ax.set_title("Accuracy on the test split")
     ax.grid(True, axis="x", alpha=0.3)
+    return _save(plt, fig, ax, path)
+
+
+def _save_loglog(plt, fig, ax, path: str | Path, *, ylabel: str, title: str) -> Path:
+    """Log-log axes over the number of candidate items, then :func:`_save`."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("candidate items")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(plt, fig, ax, path)
+
+
+def _save(plt, fig, ax, path: str | Path) -> Path:
+    """Legend, tight layout, write the PNG and close the figure."""
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
