@@ -37,6 +37,7 @@ def test_health_search_and_page(trained) -> None:
     model, _ = trained
     client = TestClient(create_app(model))
     health = client.get("/health").json()
+    assert "max_queries" in health.pop("limits")  # the values: tests/serve/test_limits.py
     assert health == {"status": "ok", "model": str(model), "kind": "generative", "items": 40}
     one = client.get("/search", params={"q": "red item 3", "k": 5}).json()
     hits = one["results"][0]["hits"]

@@ -98,7 +98,7 @@ def test_corrupted_checkpoint_and_weights(tiny_index: Path, tmp_path: Path) -> N
     with pytest.raises(ArtifactError, match="corrupted weights file"):
         train(tiny_index, out, config=tiny_train_config(epochs=2), resume=True, show_progress=False)
     (out / "model.safetensors").write_bytes(b"\x00" * 10)
-    with pytest.raises(ArtifactError, match="corrupted weights file"):
+    with pytest.raises(ArtifactError, match="model.safetensors: checksum mismatch"):
         Retriever.load(out)
     (out / "model.safetensors").unlink()
     with pytest.raises(ArtifactError, match="missing weights"):

@@ -22,6 +22,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def bounded_int(high: int):
+    """An argparse type: a whole number in ``[1, high]``, the bound named in the refusal (so
+    ``-k 1000000000`` is an error before anything is allocated)."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected a number in [1, {high}], got {value}")
+        return value
+
+    parse.__name__ = f"int_at_most_{high}"
+    return parse
+
+
 def nonneg_float(text: str) -> float:
     try:
         value = float(text)

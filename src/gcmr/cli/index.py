@@ -30,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Fit an identifier scheme on the corpus embeddings and write the index "
         "directory (manifest, ids.npy, item ids, trie and scheme tensors). CART: coarse "
         "K-Means token + RQ-VAE fine tokens on the residual + unique counter. Prints per-level "
-        "codebook utilization, entropy, dead codes and the collision rate. Options are grouped "
-        "by the schemes that read them; an option the chosen scheme ignores is refused.")
+        "codebook utilization, entropy, dead codes and the collision rate, and warns about "
+        "degenerate data (all-zero or duplicate embedding rows, a collision rate that says the "
+        "embeddings carry no information). Options are grouped by the schemes that read them; "
+        "an option the chosen scheme ignores is refused.")
     p.add_argument("corpus", type=Path, help="corpus directory")
     p.add_argument("out", type=Path, help="output index directory")
     p.add_argument("--threads", type=int, default=1,
@@ -79,17 +81,25 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    import warnings
+
+    from gcmr.artifacts import recover
     from gcmr.corpus import load_corpus
     from gcmr.errors import ArtifactError
     from gcmr.ids import build_index
+    from gcmr.ids.stats import DataWarning
 
     config = config_from_args(args)
+    recover(args.out)  # an interrupted earlier write: put the old index back first
     if args.out.exists() and not args.overwrite:  # fail before the (long) fit
         raise ArtifactError(f"{args.out} already exists (use --overwrite to replace it)")
     corpus = load_corpus(args.corpus, load_captions=False)
-    index = build_index(corpus, config, show_progress=not (args.quiet or args.json),
-                        threads=max(0, args.threads))
+    with warnings.catch_warnings():  # printed below as one line each, and saved in the stats
+        warnings.simplefilter("ignore", DataWarning)
+        index = build_index(corpus, config, show_progress=not (args.quiet or args.json),
+                            threads=max(0, args.threads))
     index.save(args.out, overwrite=args.overwrite)
+    print_warnings(index.stats.get("warnings", []), corpus.path)
     if args.json:
         print_json({"index": str(args.out), "scheme": index.config.scheme,
                     "level_sizes": index.level_sizes, "stats": index.stats,
@@ -97,6 +107,18 @@ def cmd_index(args: argparse.Namespace) -> int:
         return 0
     print_summary(index, args.out)
     return 0
+
+
+def print_warnings(messages: list[str], corpus_path: Path) -> None:
+    """Each degenerate-data warning of the build on stderr (also in the manifest's stats)."""
+    from rich.markup import escape
+
+    from gcmr.progress import err_console
+
+    for message in messages:
+        text = escape(f"{corpus_path}: {message}")
+        err_console.print(f"[bold yellow]warning:[/bold yellow] {text}", highlight=False,
+                          soft_wrap=True)
 
 
 def print_summary(index: Any, out: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gcmr.cli.common import positive_int, print_table, report_eval
+from gcmr.cli.common import bounded_int, positive_int, print_table, report_eval
 from gcmr.cli.options import (
     add_model_group,
     add_train_group,
@@ -15,6 +15,7 @@ from gcmr.cli.options import (
     train_config,
 )
 from gcmr.errors import GcmrError
+from gcmr.search.base import MAX_BEAM, MAX_K, snippet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,15 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "standard input (one per line).")
     p.add_argument("model", type=Path, help="model directory (gcmr train or gcmr train-dense)")
     p.add_argument("queries", nargs="*", help="query texts")
-    p.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
-    p.add_argument("--beam", type=positive_int, help="beam size of a generative model (default "
-                   "max(10, k); widened to k when smaller); dense models have none")
-    p.add_argument("--file", type=Path, help="file with one query per line ('-' = stdin)")
+    p.add_argument("-k", type=bounded_int(MAX_K), default=10,
+                   help=f"results per query (default 10, at most {MAX_K})")
+    p.add_argument("--beam", type=bounded_int(MAX_BEAM), help="beam size of a generative model "
+                   f"(default max(10, k); widened to k when smaller; at most {MAX_BEAM}); "
+                   "dense models have none")
+    p.add_argument("--file", type=Path, help="UTF-8 file with one query per line ('-' = stdin)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of tables")
     p.add_argument("--index", type=Path, help="index directory (default: the model's)")
     p.add_argument("--corpus", type=Path, help="corpus directory, when it has moved since "
                    "training (hybrid search reads its embeddings; captions are shown from it)")
     add_rerank_option(p)
+    add_verify_option(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate a model on a query split",
@@ -54,9 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "oracle ceiling when it has one; writes the results as JSON.")
     p.add_argument("model", type=Path, help="model directory")
     p.add_argument("--split", default="test", help="query split (default test)")
-    p.add_argument("-k", type=positive_int, default=10)
-    p.add_argument("--beam", type=positive_int, help="beam size of a generative model (default "
-                   "max(10, k); widened to k when smaller); dense models have none")
+    p.add_argument("-k", type=bounded_int(MAX_K), default=10,
+                   help=f"results per query (default 10, at most {MAX_K})")
+    p.add_argument("--beam", type=bounded_int(MAX_BEAM), help="beam size of a generative model "
+                   f"(default max(10, k); widened to k when smaller; at most {MAX_BEAM}); "
+                   "dense models have none")
     p.add_argument("--restrict", action="store_true",
                    help="rank only the split's own items (paper protocol); default: all items")
     p.add_argument("--max-queries", type=positive_int, help="evaluate a seeded subsample")
@@ -64,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="results JSON (default MODEL/eval_<split>.json)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_rerank_option(p)
+    add_verify_option(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -89,6 +96,12 @@ def add_rerank_option(p: argparse.ArgumentParser) -> None:
                    "none = pure generation (the papers' protocol)")
 
 
+def add_verify_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the sha256 check of the model's and index's files at load "
+                   "(about 1 s per GB; the check refuses modified or corrupted files)")
+
+
 def beam_note(args: argparse.Namespace) -> None:
     """One line on stderr when ``--beam`` was narrower than ``-k`` and the search widened it
     (:func:`gcmr.search.beam.effective_beam`); called after the search, so a dense model,
@@ -103,18 +116,85 @@ def beam_note(args: argparse.Namespace) -> None:
               f"items can be returned", file=sys.stderr)
 
 
+def require_dir(path: Path | None, what: str) -> None:
+    """Refuse a path given for a directory that is a file (or below one), before any loader
+    turns it into a NotADirectoryError; a missing path is left to the loader's message."""
+    if path is None:
+        return
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = f"{path} is" if parent == path else f"{path}: {parent} is"
+                raise GcmrError(f"{where} a file, not a {what} directory")
+            return
+
+
+def _undecodable(text: str) -> str | None:
+    """Why ``text`` (an argument: undecodable bytes arrive as surrogate escapes) is not valid
+    UTF-8, or None when it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = text[:exc.start].encode("utf-8", "surrogateescape")
+        bad = text[exc.start].encode("utf-8", "surrogateescape")
+        return f"byte 0x{bad[0]:02x} at byte {len(raw) + 1}" if len(bad) == 1 else \
+            f"lone surrogate at character {exc.start}"
+    return None
+
+
+def _decode_lines(data: bytes, name: str) -> list[str]:
+    """The lines of a query file's bytes as text; a line that is not UTF-8 is an error naming
+    ``name``, the line and the byte (a UTF-8 byte-order mark is skipped)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise GcmrError(f"{name} line {number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} "
+                            f"at byte {exc.start + 1} of the line); queries must be UTF-8 text") \
+                from None
+    return lines
+
+
+def _read_stdin() -> list[str]:
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        return _decode_lines(buffer.read(), "standard input")
+    try:
+        return sys.stdin.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise GcmrError(f"standard input is not valid UTF-8 ({exc.reason})") from None
+
+
+def _read_query_file(path: Path) -> list[str]:
+    if str(path) == "-":
+        return _read_stdin()
+    if path.is_dir():
+        raise GcmrError(f"{path}: is a directory, not a query file")
+    if not path.is_file():
+        raise GcmrError(f"{path}: no such query file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise GcmrError(f"{path}: cannot read the query file ({exc.strerror or exc})") from None
+    return _decode_lines(data, str(path))
+
+
 def _read_queries(args: argparse.Namespace) -> list[str]:
+    """The queries of ``gcmr search``: arguments, then ``--file`` lines (or standard input),
+    blank lines skipped; text that is not UTF-8 is refused naming the argument or line."""
     queries = list(args.queries)
+    for number, query in enumerate(queries, start=1):
+        reason = _undecodable(query)
+        if reason is not None:
+            raise GcmrError(f"query argument {number} is not valid UTF-8 ({reason}): "
+                            f"{snippet(query)}")
     if args.file is not None:
-        if str(args.file) == "-":
-            lines = sys.stdin.read().splitlines()
-        else:
-            if not args.file.is_file():
-                raise GcmrError(f"{args.file}: no such query file")
-            lines = args.file.read_text(encoding="utf-8").splitlines()
-        queries += [line for line in lines if line.strip()]
+        queries += [line for line in _read_query_file(args.file) if line.strip()]
     elif not queries and not sys.stdin.isatty():
-        queries = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        queries = [line for line in _read_stdin() if line.strip()]
     if not queries:
         raise GcmrError("no queries: pass them as arguments, with --file, or on standard input")
     for i, q in enumerate(queries):
@@ -129,8 +209,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from gcmr.search import load_searcher, ranked_hits
 
     queries = _read_queries(args)
+    for path, what in ((args.model, "model"), (args.index, "index"), (args.corpus, "corpus")):
+        require_dir(path, what)
     searcher = load_searcher(args.model, index_path=args.index, rerank=args.rerank,
-                             corpus_path=args.corpus)
+                             corpus_path=args.corpus, verify=not args.no_verify)
     scores, rows = searcher.search_rows(queries, k=args.k, beam=args.beam)
     beam_note(args)
     results = ranked_hits(searcher, scores, rows, searcher.item_descriptions())
@@ -148,7 +230,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gcmr.evaluate.runner import evaluate
     from gcmr.search import load_searcher
 
-    searcher = load_searcher(args.model, rerank=args.rerank, corpus_path=args.corpus)
+    for path, what in ((args.model, "model"), (args.corpus, "corpus")):
+        require_dir(path, what)
+    if args.out is not None and args.out.is_dir():
+        raise GcmrError(f"--out {args.out}: is a directory; pass the results file to write")
+    searcher = load_searcher(args.model, rerank=args.rerank, corpus_path=args.corpus,
+                             verify=not args.no_verify)
     corpus = load_corpus(args.corpus or searcher.corpus_path, load_captions=False)
     if corpus.fingerprint != searcher.corpus_fingerprint:
         raise GcmrError(f"{corpus.path} is not the corpus {args.model} was trained on "

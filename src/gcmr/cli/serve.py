@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 
 from gcmr.cli.common import positive_int
-from gcmr.cli.retrieval import add_rerank_option
+from gcmr.cli.retrieval import add_rerank_option, add_verify_option, require_dir
+from gcmr.search.base import MAX_BEAM, MAX_K
+from gcmr.serve.app import ServeLimits
+
+_DEFAULTS = ServeLimits()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve a generative (CART / AVG) or dense model directory "
                        "with FastAPI: GET /health, GET /search?q=...&k=10, POST /search "
                        "{\"queries\": [...], \"k\": 10, \"beam\": null}, and a search page at /. "
+                       "Requests are bounded (body size, query length, queries per request; "
+                       f"k <= {MAX_K}, beam <= {MAX_BEAM}) and a large batch is searched in "
+                       "chunks, so other clients are served in between. "
                        "Needs the serve extra: pip install 'gcmr[serve]'.")
     p.add_argument("model", type=Path, help="model directory (gcmr train or train-dense)")
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -23,12 +30,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", type=Path, help="corpus directory, when it has moved since "
                    "training")
     add_rerank_option(p)
+    add_verify_option(p)
+    g = p.add_argument_group("request limits (reported in /health and the OpenAPI schema)")
+    g.add_argument("--max-body-bytes", type=positive_int, default=_DEFAULTS.max_body_bytes,
+                   help="largest request body; bigger ones get 413 (default %(default)s)")
+    g.add_argument("--max-query-chars", type=positive_int, default=_DEFAULTS.max_query_chars,
+                   help="longest query, in characters (default %(default)s)")
+    g.add_argument("--max-queries", type=positive_int, default=_DEFAULTS.max_queries,
+                   help="most queries in one POST /search (default %(default)s)")
+    g.add_argument("--chunk-work", type=positive_int, default=_DEFAULTS.chunk_work,
+                   help="queries x beam width searched per hold of the search lock; a larger "
+                   "batch is split so concurrent requests interleave (default %(default)s)")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gcmr.serve.app import serve
 
+    for path, what in ((args.model, "model"), (args.index, "index"), (args.corpus, "corpus")):
+        require_dir(path, what)
+    limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_query_chars=args.max_query_chars,
+                         max_queries=args.max_queries, chunk_work=args.chunk_work)
     serve(args.model, host=args.host, port=args.port, index_path=args.index, device=args.device,
-          rerank=args.rerank, corpus_path=args.corpus)
+          rerank=args.rerank, corpus_path=args.corpus, limits=limits,
+          verify=not args.no_verify)
     return 0

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from gcmr.artifacts import atomic_dir, write_json
-from gcmr.errors import CorpusError
+from gcmr.artifacts import atomic_dir, recover, write_json
+from gcmr.errors import ArtifactError, CorpusError
 
 FORMAT = "gcmr-corpus"
 VERSION = 1
@@ -193,6 +193,7 @@ def load_corpus(
     scans the embeddings for NaN/Inf in chunks of ``SCAN_ROWS`` rows (memory stays bounded).
     """
     root = Path(path)
+    recover(root)  # an interrupted overwrite of this corpus: put the complete one back
     if not root.is_dir():
         raise CorpusError(f"{root}: not a directory (expected a corpus directory with corpus.json)")
     problems = _Problems()
@@ -221,6 +222,51 @@ def load_corpus(
                     hasher.hexdigest()[:32])
     corpus._row_of = row_of
     return corpus
+
+
+def corpus_fingerprint(path: str | Path) -> str:
+    """The fingerprint :func:`load_corpus` gives the corpus at ``path`` (sha256 of
+    ``items.jsonl``, the embeddings' dtype and shape, and the embeddings: whole when small,
+    else evenly spaced rows), computed without validating the corpus. Raises
+    :class:`CorpusError` naming a file that is missing or unreadable."""
+    root = Path(path)
+    items, emb_path = root / "items.jsonl", root / "embeddings.npy"
+    hasher = hashlib.sha256()
+    try:
+        with items.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                hasher.update(block)
+    except OSError as exc:
+        raise CorpusError(f"{items}: cannot read ({exc})") from exc
+    try:
+        embeddings = np.load(emb_path, mmap_mode="r", allow_pickle=False)
+        _hash_embeddings(hasher, emb_path, embeddings)
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
+        raise CorpusError(f"{emb_path}: not a readable .npy array ({exc})") from exc
+    return hasher.hexdigest()[:32]
+
+
+def check_corpus_fingerprint(path: str | Path, expected: str | None, *,
+                             artifact: str | Path | None = None) -> None:
+    """Refuse a corpus that changed since ``artifact`` (a model or index directory) recorded
+    its fingerprint ``expected``: its rows would no longer be the artifact's rows, so the
+    captions and ids shown for a result would belong to other items.
+
+    Called where a searcher reads captions or ids from its corpus by row. Nothing to check
+    when ``expected`` is empty or the corpus has no ``items.jsonl`` (nothing is read from
+    it). Costs one read of ``items.jsonl`` and of the embeddings up to ``FULL_HASH_BYTES``.
+    """
+    root = Path(path)
+    if not expected or not (root / "items.jsonl").is_file():
+        return
+    actual = corpus_fingerprint(root)
+    if actual != expected:
+        owner = f"{artifact}" if artifact is not None else "the model"
+        raise ArtifactError(
+            f"{root} has changed since {owner} was built from it (corpus fingerprint {actual}, "
+            f"recorded {expected}): items were edited or reordered, so results would show "
+            f"other items' captions and ids. Retrain on the edited corpus (gcmr index, then "
+            f"gcmr train), or point to the original corpus with --corpus")
 
 
 def read_items(path: str | Path, *, load_captions: bool = True

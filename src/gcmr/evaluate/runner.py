@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gcmr.corpus import Corpus
+from gcmr.errors import GcmrError
 from gcmr.evaluate.metrics import retrieval_metrics
 
 
@@ -55,8 +57,14 @@ def evaluate(
     returns only its ``beam`` identifiers, and the ranking is padded to ``k`` (so R@10 of
     beam 5 counts 5 results), instead of the search widening to ``k`` (the rule of
     :func:`gcmr.search.beam.effective_beam`).
+
+    An empty split raises :class:`~gcmr.errors.GcmrError` naming its file: all-zero metrics
+    of no queries would read as a model that finds nothing.
     """
     texts, relevant = sample_queries(corpus, split, max_queries, seed=seed)
+    if not texts:
+        raise GcmrError(f"{Path(corpus.path) / 'queries' / f'{split}.jsonl'}: query split "
+                        f"{split!r} has no queries; nothing to evaluate")
     candidates = split_candidates(corpus, split) if restrict_to_split else None
     t0 = time.perf_counter()
     width = min(k, beam) if beam_only and beam is not None else k

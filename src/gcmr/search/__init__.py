@@ -46,8 +46,9 @@ class Searcher(Protocol):
 
 def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None,
                   device: str = "auto", rerank: str | None = None,
-                  corpus_path: str | Path | None = None) -> Searcher:
-    """Load any trained model directory by its manifest format.
+                  corpus_path: str | Path | None = None, verify: bool = True) -> Searcher:
+    """Load any trained model directory by its manifest format (``verify``: check the
+    recorded sha256 of its files and its index's).
 
     ``gcmr-model`` (generative: CART / AVG) -> :class:`~gcmr.search.retriever.Retriever`
     (``rerank``: ``hybrid`` / ``none``, default the model's own);
@@ -61,7 +62,7 @@ def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None
         from gcmr.search.retriever import Retriever
 
         return Retriever.load(model_dir, index_path=index_path, device=device, rerank=rerank,
-                              corpus_path=corpus_path)
+                              corpus_path=corpus_path, verify=verify)
     if fmt == DENSE_FORMAT:
         from gcmr.errors import ConfigError
         from gcmr.search.dense import DenseRetriever
@@ -69,7 +70,8 @@ def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None
         if rerank is not None:
             raise ConfigError(f"{model_dir} is a dense model: it ranks every item and has "
                               f"nothing to rerank (--rerank is for generative models)")
-        return DenseRetriever.load(model_dir, device=device, corpus_path=corpus_path)
+        return DenseRetriever.load(model_dir, device=device, corpus_path=corpus_path,
+                                   verify=verify)
     raise ArtifactError(f"{Path(model_dir) / 'manifest.json'}: format {fmt!r} is not a model "
                         f"gcmr can search with (expected {MODEL_FORMAT} or {DENSE_FORMAT})")
 

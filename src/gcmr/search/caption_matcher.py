@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gcmr.errors import ConfigError, GcmrError
-from gcmr.search.base import CorpusSearcher
+from gcmr.search.base import CorpusSearcher, check_search_args
 
 # query x caption scores per step are kept under this many floats
 _MAX_SCORE_ELEMS = 1 << 24
@@ -75,6 +75,8 @@ class CaptionMatcher(CorpusSearcher):
                     candidates: np.ndarray | None = None, batch_size: int = 256
                     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores float32 [Q, k], rows int64 [Q, k])``, -inf / -1 padding."""
+        queries = check_search_args(queries, k=k, beam=beam, candidates=candidates,
+                                    num_items=len(self._item_ids), batch_size=batch_size)
         if beam is not None:
             raise ConfigError(f"beam={beam}: the caption matcher scores every item and has no "
                               f"beam")

@@ -38,7 +38,7 @@ import torch
 from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError, CorpusError, GcmrError
 from gcmr.model.io import FAISS_FILE
-from gcmr.search.base import CorpusSearcher
+from gcmr.search.base import CorpusSearcher, check_search_args
 from gcmr.search.faiss_index import (
     DEFAULT_CHUNK_ROWS,
     adapt_factory,
@@ -290,6 +290,8 @@ class DenseSearcher(CorpusSearcher):
                     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores float32 [Q, k], rows int64 [Q, k])`` for text queries (cosine scores).
         Dense search scores every item and has no beam: ``beam`` must be ``None``."""
+        queries = check_search_args(queries, k=k, beam=beam, candidates=candidates,
+                                    num_items=self.num_items, batch_size=batch_size)
         if beam is not None:
             raise ConfigError(f"beam={beam}: a dense model ranks every item exactly and has no "
                               f"beam (the beam applies to generative models)")
@@ -388,8 +390,10 @@ class DenseRetriever(DenseSearcher):
 
     @classmethod
     def load(cls, model_dir: str | Path, *, device: str = "auto", backend: str | None = None,
-             corpus_path: str | Path | None = None, **search_options: Any) -> DenseRetriever:
-        """Load a ``gcmr-dense`` model directory and memory-map its corpus's embeddings.
+             corpus_path: str | Path | None = None, verify: bool = True,
+             **search_options: Any) -> DenseRetriever:
+        """Load a ``gcmr-dense`` model directory and memory-map its corpus's embeddings
+        (``verify``: check the recorded sha256 of the model's files).
 
         ``backend`` / ``search_options`` override the search settings saved at training time
         (``DenseSearchConfig`` fields). A saved faiss index (``--save-index``) is used when it
@@ -400,7 +404,7 @@ class DenseRetriever(DenseSearcher):
 
         model_dir = Path(model_dir)
         manifest = read_dense_manifest(model_dir)
-        tower, tokenizer, manifest = load_dense_tower(model_dir, manifest)
+        tower, tokenizer, manifest = load_dense_tower(model_dir, manifest, verify=verify)
         tower_config = tower.config
         search = dict(manifest.get("search", {}))
         if backend is not None:
