@@ -75,3 +75,32 @@ def tiny_t5_dir(tmp_path_factory) -> Path:
         single="$A </s>", special_tokens=[("</s>", 1)])
     tok.save(str(path / "tokenizer.json"))
     return path
+
+
+BERT_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "the", "photo", "of", "thing", "number",
+              "one", "item", "red", "blue", "green", "gold", "dog", "cat"] + \
+    [str(i) for i in range(100)]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight BERT (hidden 32, 3 layers) saved with ``save_pretrained`` beside a
+    word-level ``tokenizer.json`` with BERT's [CLS] / [SEP] template: a local pretrained text
+    encoder directory, as a user's would look, without any download."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    path = tmp_path_factory.mktemp("bert") / "tiny-bert"
+    config = transformers.BertConfig(vocab_size=len(BERT_WORDS), hidden_size=32,
+                                     num_hidden_layers=3, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64,
+                                     pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(path)
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
+        {w: i for i, w in enumerate(BERT_WORDS)}, unk_token="[UNK]"))
+    tok.normalizer = tokenizers.normalizers.Lowercase()
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.save(str(path / "tokenizer.json"))
+    return path

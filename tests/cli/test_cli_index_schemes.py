@@ -55,7 +55,9 @@ def test_index_help_has_one_group_per_scheme() -> None:
               for g in index._action_groups}
     assert {"every scheme", "cart", "rq", "hkmeans", "atomic", "random", "avg"} <= set(groups)
     assert groups["avg"] == ["--vokens", "--voken-codebook-size", "--per-step-codebooks",
-                             "--align-weight", "--text-encoder"]
+                             "--align-weight"]
+    # shared by several schemes: listed once, in the first group that reads them
+    assert groups["cart"][-2:] == ["--fit-view", "--text-encoder"]
     assert "--scheme" in groups["every scheme"] and "--clusters" in groups["cart"]
     text = index.format_help()
     assert "also reads --codebook-size, --levels" in text  # rq's group

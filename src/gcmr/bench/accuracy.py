@@ -72,6 +72,9 @@ class RowSpec:
 _AVG = (("scheme", "avg"),)
 _HYBRID_TRAIN = (("dense_weight", 1.0),)
 _AVG_TRAIN = (("method", "avg"),)
+_MINILM_TRAIN = (("dense_weight", 1.0), ("query_encoder", "minilm"))
+_CAPVIEW = (("fit_view", "captions"), ("scheme", "cart"))
+_JOINT = (("fit_view", "joint"), ("scheme", "cart"))
 AVG_BEAMS = (1, 5, 20, 30)
 
 
@@ -105,6 +108,27 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
     RowSpec("cart-hybrid-gen", "CART + query head, pure generation (--rerank none)",
             "generative", (("scheme", "cart"),), _HYBRID_TRAIN, rerank="none",
             model_of="cart-hybrid"),
+    RowSpec("cart-minilm",
+            "CART + frozen MiniLM query encoder, hybrid search (--query-encoder minilm)",
+            "generative", (("scheme", "cart"),), _MINILM_TRAIN, rerank="hybrid", beam=20),
+    RowSpec("cart-minilm-gen", "CART + frozen MiniLM query encoder, pure generation",
+            "generative", (("scheme", "cart"),), _MINILM_TRAIN, rerank="none",
+            model_of="cart-minilm"),
+    RowSpec("cart-hybrid-capview",
+            "CART + query head, identifiers fitted on caption vectors (--fit-view captions)",
+            "generative", _CAPVIEW, _HYBRID_TRAIN, rerank="hybrid", beam=20),
+    RowSpec("cart-hybrid-capview-gen", "the same, pure generation", "generative", _CAPVIEW,
+            _HYBRID_TRAIN, rerank="none", model_of="cart-hybrid-capview"),
+    RowSpec("cart-minilm-capview",
+            "CART + frozen MiniLM encoder, identifiers fitted on caption vectors",
+            "generative", _CAPVIEW, _MINILM_TRAIN, rerank="hybrid", beam=20),
+    RowSpec("cart-minilm-capview-gen", "the same, pure generation", "generative", _CAPVIEW,
+            _MINILM_TRAIN, rerank="none", model_of="cart-minilm-capview"),
+    RowSpec("cart-minilm-joint",
+            "CART + frozen MiniLM encoder, identifiers fitted on media + caption vectors",
+            "generative", _JOINT, _MINILM_TRAIN, rerank="hybrid", beam=20),
+    RowSpec("cart-minilm-joint-gen", "the same, pure generation", "generative", _JOINT,
+            _MINILM_TRAIN, rerank="none", model_of="cart-minilm-joint"),
     RowSpec("caption-matcher", "caption matcher (offline MiniLM, no training)", "caption"),
     RowSpec("dense-exact", "dense dual tower, exact search", "dense", backend="exact"),
     RowSpec("dense-hnsw", "dense dual tower, faiss HNSW", "dense", backend="hnsw"),

@@ -160,6 +160,19 @@ TRAIN_OPTIONS: Table = option_table(
     Option("backbone", "--backbone", "'t5:PATH_OR_NAME' = a pretrained T5 (transformers) with "
            "the identifier tokens added (AVG table 6); default: the from-scratch CART "
            "encoder-decoder"),
+    Option("query_encoder", "--query-encoder",
+           "pretrained query encoder instead of the from-scratch one: minilm (the offline "
+           "all-MiniLM-L6-v2) or a transformers / sentence-transformers model directory; its "
+           "last --encoder-layers layers feed the fusion decoder, and hybrid search may score "
+           "candidates by their captions in its text space (chosen on the val split)",
+           show_default=False),
+    Option("finetune_encoder", "--finetune-encoder",
+           "train the pretrained query encoder too (default: frozen, features cached once)"),
+    Option("encoder_lr", "--encoder-lr", "peak learning rate of a fine-tuned query encoder",
+           float),
+    Option("feature_cache", "--feature-cache",
+           "cache directory of frozen encoder features (default $GCMR_CACHE_DIR or "
+           "~/.cache/gcmr)", show_default=False),
     Option("voken_embedding_init", "--no-voken-embedding",
            "AVG: random voken embeddings (ablation 'w/o voken embedding')"),
     Option("seed", "--seed", "random seed", int),
@@ -198,6 +211,10 @@ INDEX_OPTIONS: Table = option_table(
     Option("align_weight", "--align-weight",
            "weight of the caption alignment loss (default {default}; 0 = 'w/o alignment')",
            float),
+    Option("fit_view", "--fit-view",
+           "what the identifiers are fitted on: embeddings (the media embeddings, CART), "
+           "captions (each item's caption text vector: identifiers text can predict) or joint "
+           "(both)"),
     Option("text_encoder", "--text-encoder",
            "caption text encoder when the corpus has no caption_embeddings.npy: minilm "
            "(default, offline), sentence-transformers:SRC, or a CLIP/CLAP text tower spec "
@@ -303,23 +320,45 @@ def add_model_group(p: argparse.ArgumentParser, *, title: str = "model",
     return add_options(p.add_argument_group(title), ModelConfig, MODEL_OPTIONS, defaults)
 
 
-def add_train_group(p: argparse.ArgumentParser, *, preset: bool = False) -> Any:
-    """``--config`` (a TrainConfig JSON), optionally ``--preset``, and the TrainConfig flags."""
+AUTO_PRESET = "auto"
+
+
+def add_train_group(p: argparse.ArgumentParser, *, preset: bool = False,
+                    auto: bool = True) -> Any:
+    """``--config`` (a TrainConfig JSON), optionally ``--preset`` (with ``auto``, default
+    ``auto``: the preset of the device, :func:`device_preset`), and the TrainConfig flags."""
     g = p.add_argument_group("training")
-    if preset:
+    if preset and not auto:
         add_preset_option(g)
+    elif preset:
+        add_preset_option(g, default=AUTO_PRESET)
+        g.description = ("--preset auto (the default) applies the preset of the training "
+                         "device: cpu on a CPU (a model and budget that train a 5,000-item "
+                         "corpus in minutes), cuda on a CUDA GPU; --preset none = the library "
+                         "defaults alone")
     g.add_argument("--config", type=Path, help="TrainConfig JSON file: the fields it holds "
                    "override the preset; flags override it")
     return add_options(g, TrainConfig, TRAIN_OPTIONS)
 
 
+def device_preset(device: str = "auto") -> str:
+    """The shipped preset of a training device: ``cuda`` where ``device`` resolves to a CUDA
+    GPU, else ``cpu``."""
+    from gcmr.runtime import resolve_device
+
+    return "cuda" if resolve_device(device).type == "cuda" else "cpu"
+
+
 def load_preset_of(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The preset named by ``--preset`` (None without one)."""
+    """The preset named by ``--preset`` (None without one, or for ``none``); ``auto`` is the
+    training device's (:func:`device_preset`, the device from ``--device``)."""
     name = getattr(args, "preset", None)
-    if not name:
+    if not name or name == "none":
         return None
     from gcmr.train.config import load_preset
 
+    if name == AUTO_PRESET:
+        name = device_preset(getattr(args, "device", None) or "auto")
     return load_preset(name)
 
 

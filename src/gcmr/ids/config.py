@@ -21,16 +21,18 @@ COMMON_FIELDS = frozenset({"scheme", "encode_batch_size", "seed", "device"})
 _RQVAE = ("latent_dim", "hidden_dims", "epochs", "max_steps", "batch_size", "lr",
           "warmup_steps", "alpha", "beta", "restart_interval", "restart_threshold",
           "init_kmeans_rows", "kmeans_iters")
+# what the identifiers are fitted on (gcmr.ids.views); text_encoder embeds captions for it
+_VIEW = ("fit_view", "text_encoder")
 # mini-batch K-Means (the coarse token; hkmeans's large nodes)
 _KMEANS = ("kmeans_epochs", "kmeans_batch_size", "init_kmeans_rows", "kmeans_iters")
 # what each built-in scheme reads besides COMMON_FIELDS (gcmr.ids.schemes, gcmr.ids.avg);
 # a scheme registered elsewhere is not listed and may read any field
 SCHEME_FIELDS: dict[str, frozenset[str]] = {
     "cart": frozenset({"num_clusters", "codebook_size", "num_fine_levels", "max_fit_items",
-                       *_KMEANS, *_RQVAE}),
-    "rq": frozenset({"codebook_size", "num_fine_levels", "max_fit_items", *_RQVAE}),
+                       *_KMEANS, *_RQVAE, *_VIEW}),
+    "rq": frozenset({"codebook_size", "num_fine_levels", "max_fit_items", *_RQVAE, *_VIEW}),
     "hkmeans": frozenset({"num_clusters", "hkmeans_branching", "num_fine_levels",
-                          "max_fit_items", *_KMEANS}),
+                          "max_fit_items", *_KMEANS, *_VIEW}),
     "atomic": frozenset(),
     "random": frozenset({"codebook_size", "random_code_size", "num_fine_levels"}),
     "avg": frozenset({"voken_length", "voken_codebook_size", "shared_codebook", "align_weight",
@@ -102,7 +104,12 @@ class IndexConfig(JsonConfig):
     voken_codebook_size: int = 1024  # N: vectors in the voken codebook
     shared_codebook: bool = True  # one codebook for all M steps (AVG); False = one per step
     align_weight: float = 1.0  # weight of the cross-modal alignment loss (0 = "w/o alignment")
-    text_encoder: str = "minilm"  # caption encoder when the corpus has no caption_embeddings.npy
+    # caption encoder when the corpus has no caption_embeddings.npy (AVG; fit_view captions)
+    text_encoder: str = "minilm"
+    # --- what identifiers are fitted on (gcmr.ids.views): embeddings (CART) | captions (the
+    # items' caption text vectors: identifiers text can predict) | joint (both, concatenated)
+    fit_view: str = field(default="embeddings",
+                          metadata={"choices": ("embeddings", "captions", "joint")})
     # --- scale
     max_fit_items: int = 200_000  # fit on a seeded subsample of at most this many rows
     encode_batch_size: int = 16384  # rows per chunk when encoding every item
@@ -148,5 +155,8 @@ class IndexConfig(JsonConfig):
                               f"'minilm', got {self.text_encoder!r}")
         if self.hkmeans_branching == 1:
             raise ConfigError("index option hkmeans_branching must be >= 2 (or 0 = num_clusters)")
+        if self.fit_view not in ("embeddings", "captions", "joint"):
+            raise ConfigError(f"index option fit_view must be embeddings, captions or joint, "
+                              f"got {self.fit_view!r}")
         if not isinstance(self.scheme, str) or not self.scheme:
             raise ConfigError(f"index option scheme must be a scheme name, got {self.scheme!r}")

@@ -3,13 +3,20 @@ directory (manifest ``gcmr-index`` v1 + ``ids.npy`` + ``item_ids.json`` + safete
 
 ```
 <index>/
-  manifest.json        format, version, scheme, (adapted) config, level sizes, stats, scheme
-                       state info, corpus path and fingerprint, library versions
+  manifest.json        format, version, scheme, (adapted) config, level sizes, stats (with
+                       degenerate-data ``warnings``), scheme state info, absolute corpus path
+                       and fingerprint, library versions, ``sha256`` of the four files below
   ids.npy              int64 [N, L] level-local codes, row i = item i; last column = unique counter
   item_ids.json        the corpus item ids in row order (search needs no corpus)
   trie.safetensors     per-level CSR transition tables (gcmr.ids.trie.Trie)
   scheme.safetensors   the fitted scheme's tensors (K-Means centroids, RQ-VAE weights, ...)
 ```
+
+Loading verifies the recorded sha256 of every file (``verify=False`` skips it; an index from
+before checksums has none and is not verified), so an edited ``item_ids.json`` (e.g. two ids
+swapped) is refused instead of returning wrong ids. ``index_fingerprint`` (what a model is
+bound to) is unchanged: it covers the corpus fingerprint and the codes, and the checksum of
+``item_ids.json`` covers the ids, so models trained before checksums still match their index.
 
 Token ids are level-tagged: position ``l`` owns the range ``token_offsets[l] ..
 token_offsets[l] + level_sizes[l] - 1`` of one shared vocabulary, so a token id says its level.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +39,14 @@ from gcmr.artifacts import (
     load_tensors,
     read_manifest,
     save_tensors,
+    verify_checksums,
     write_json,
     write_manifest,
 )
 from gcmr.errors import ArtifactError, ConfigError
 from gcmr.ids.config import IndexConfig
 from gcmr.ids.schemes import IdScheme, get_scheme
-from gcmr.ids.stats import index_stats, unique_counter
+from gcmr.ids.stats import DataWarning, RowScan, degenerate_warnings, index_stats, unique_counter
 from gcmr.ids.trie import Trie
 
 FORMAT = "gcmr-index"
@@ -46,6 +55,7 @@ IDS_FILE = "ids.npy"
 ITEM_IDS_FILE = "item_ids.json"
 TRIE_FILE = "trie.safetensors"
 SCHEME_FILE = "scheme.safetensors"
+DATA_FILES = (IDS_FILE, ITEM_IDS_FILE, TRIE_FILE, SCHEME_FILE)  # checksummed in the manifest
 
 
 def level_names(scheme: str, num_semantic: int) -> list[str]:
@@ -106,7 +116,8 @@ class SemanticIndex:
         return np.asarray(tokens, dtype=np.int64) - np.asarray(self.token_offsets, dtype=np.int64)
 
     def encode(self, embeddings: Any) -> np.ndarray:
-        """Semantic codes [n, L - 1] of new embeddings with the fitted scheme (no counter)."""
+        """Semantic codes [n, L - 1] of new rows with the fitted scheme (no counter); rows in
+        the view the index was fitted on (``config.fit_view``, :mod:`gcmr.ids.views`)."""
         return self.scheme.encode(embeddings)
 
     def lookup(self, codes: np.ndarray) -> np.ndarray:
@@ -116,7 +127,8 @@ class SemanticIndex:
     # ------------------------------------------------------------------ persistence
 
     def save(self, out: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the index directory atomically; returns its path."""
+        """Write the index directory atomically, with the sha256 of every data file in the
+        manifest; returns its path."""
         out = Path(out)
         with atomic_dir(out, overwrite=overwrite) as tmp:
             np.save(tmp / IDS_FILE, np.ascontiguousarray(self.codes, dtype=np.int64),
@@ -125,7 +137,7 @@ class SemanticIndex:
             save_tensors(tmp / TRIE_FILE, self.trie.state_dict())
             save_tensors(tmp / SCHEME_FILE, self.scheme.state_dict())
             write_manifest(
-                tmp, fmt=FORMAT, version=VERSION,
+                tmp, fmt=FORMAT, version=VERSION, checksum_files=DATA_FILES,
                 scheme=self.config.scheme,
                 config=self.config.to_dict(),
                 num_items=self.num_items,
@@ -137,17 +149,20 @@ class SemanticIndex:
                 stats=self.stats,
                 timing=self.timing,
                 scheme_state=self.scheme.state_info(),
-                corpus_path=self.corpus_path,
+                corpus_path=str(Path(self.corpus_path).resolve()) if self.corpus_path else "",
                 corpus_fingerprint=self.corpus_fingerprint,
             )
         return out
 
     @classmethod
-    def load(cls, path: str | Path) -> SemanticIndex:
+    def load(cls, path: str | Path, *, verify: bool = True) -> SemanticIndex:
         """Read an index directory; a missing, corrupted or inconsistent file raises
-        :class:`ArtifactError` naming it."""
+        :class:`ArtifactError` naming it. ``verify`` checks the files' recorded sha256
+        (:func:`gcmr.artifacts.verify_checksums`, about 1 GB/s)."""
         path = Path(path)
         manifest = read_manifest(path, fmt=FORMAT)
+        if verify:
+            verify_checksums(path, manifest)
         where = path / "manifest.json"
         try:
             config = IndexConfig.from_dict(manifest["config"], where=f"{where}: config")
@@ -227,6 +242,11 @@ def build_index(corpus: Any, config: IndexConfig, *, show_progress: bool = True,
     """Fit ``config.scheme`` on the corpus embeddings, encode every item in chunks, append the
     unique counter, build the trie and compute the health statistics.
 
+    Degenerate data (all-zero or duplicate embedding rows, found in the encode pass by
+    :class:`~gcmr.ids.stats.RowScan`, and a collision rate that says the embeddings carry no
+    information) is reported in ``stats["embeddings"]`` and ``stats["warnings"]`` and raised
+    as :class:`~gcmr.ids.stats.DataWarning` (``gcmr index`` prints them).
+
     ``threads`` > 0 sets torch's intra-op threads for the build (restored afterwards); on a
     busy machine one thread is often faster than oversubscribed cores.
     """
@@ -243,10 +263,12 @@ def build_index(corpus: Any, config: IndexConfig, *, show_progress: bool = True,
     if config.device != "cpu":
         raise ConfigError(f"index option device: {config.device!r} is not supported yet; "
                           f"identifier fitting runs on cpu")
-    embeddings = corpus.embeddings
-    n = len(embeddings)
-    if n == 0:
+    if len(corpus.embeddings) == 0:
         raise ConfigError(f"{corpus.path}: the corpus has no items to index")
+    from gcmr.ids.views import fit_view
+
+    embeddings, view_info = fit_view(corpus, config, show_progress=show_progress)
+    n = len(embeddings)
     scheme = get_scheme(config.scheme)(config)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
@@ -255,10 +277,13 @@ def build_index(corpus: Any, config: IndexConfig, *, show_progress: bool = True,
     t1 = time.perf_counter()
     batch = scheme.config_.encode_batch_size
     semantic = np.empty((n, len(scheme.semantic_sizes_)), dtype=np.int64)
+    scan = RowScan(int(embeddings.shape[1]))  # zero / duplicate rows, in the same pass
     with progress(disable=not show_progress) as bar:
         task = bar.add_task("encode", total=n, info="")
         for start in range(0, n, batch):
-            semantic[start:start + batch] = scheme.encode(embeddings[start:start + batch])
+            chunk = embeddings[start:start + batch]
+            semantic[start:start + batch] = scheme.encode(chunk)
+            scan.update(chunk)
             bar.update(task, completed=min(n, start + batch))
     t_encode = time.perf_counter() - t1
     t2 = time.perf_counter()
@@ -266,7 +291,11 @@ def build_index(corpus: Any, config: IndexConfig, *, show_progress: bool = True,
     del semantic
     trie = Trie.build(codes, sizes)
     stats = index_stats(codes, sizes, level_names(config.scheme, len(sizes) - 1))
-    stats["fit"] = scheme.fit_info_
+    stats["fit"] = {**scheme.fit_info_, "view": view_info}
+    stats["embeddings"] = scan.result()
+    stats["warnings"] = degenerate_warnings(stats["embeddings"], stats, sizes, list(corpus.ids))
+    for message in stats["warnings"]:
+        warnings.warn(f"{corpus.path}: {message}", DataWarning, stacklevel=2)
     t_trie = time.perf_counter() - t2
     timing = {"fit_s": round(t_fit, 3), "encode_s": round(t_encode, 3),
               "trie_and_stats_s": round(t_trie, 3),
@@ -279,9 +308,10 @@ def build_index(corpus: Any, config: IndexConfig, *, show_progress: bool = True,
                          scheme=scheme, timing=timing)
 
 
-def load_index(path: str | Path, *, corpus: Any = None) -> SemanticIndex:
-    """Load an index directory; with ``corpus``, refuse an index built from another corpus."""
-    index = SemanticIndex.load(path)
+def load_index(path: str | Path, *, corpus: Any = None, verify: bool = True) -> SemanticIndex:
+    """Load an index directory; with ``corpus``, refuse an index built from another corpus.
+    ``verify`` checks the recorded sha256 of its files."""
+    index = SemanticIndex.load(path, verify=verify)
     if corpus is not None and corpus.fingerprint != index.corpus_fingerprint:
         raise ArtifactError(
             f"{path}: index was built from a different corpus (fingerprint "
@@ -292,13 +322,15 @@ def load_index(path: str | Path, *, corpus: Any = None) -> SemanticIndex:
 
 
 def load_index_and_corpus(index_path: str | Path, corpus_path: str | Path | None = None, *,
-                          load_captions: bool = True) -> tuple[SemanticIndex, Any]:
+                          load_captions: bool = True,
+                          verify: bool = True) -> tuple[SemanticIndex, Any]:
     """Load an index and the corpus it was built from (``corpus_path``, or the path the index
-    recorded, resolved against the index directory when relative); refuse a corpus whose
-    fingerprint differs."""
+    recorded: absolute since checksummed indexes; an older relative one is tried against the
+    working directory, then the index directory); refuse a corpus whose fingerprint
+    differs."""
     from gcmr.corpus import load_corpus
 
-    index = load_index(index_path)
+    index = load_index(index_path, verify=verify)
     path = Path(corpus_path) if corpus_path else Path(index.corpus_path)
     if not path.is_absolute() and not path.exists():
         path = Path(index_path) / path

@@ -75,9 +75,21 @@ class ModelConfig(EncoderConfig):
     # (0 = no head: pure generation, the papers' CART / AVG)
     query_dim: int = 0
     query_pooling: str = "mean"  # mean | first
+    # a pretrained query encoder (gcmr.model.pretrained.pretrained_spec: source, path, frozen,
+    # hf_config) in place of the from-scratch one; its last encoder_layers hidden layers are
+    # the decoder's memories. {} = the from-scratch encoder (CART)
+    pretrained: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.pretrained, dict):
+            raise ConfigError(f"pretrained must be an object, got {type(self.pretrained).__name__}")
+        if self.pretrained:
+            limit = int(self.pretrained.get("hf_config", {}).get("max_position_embeddings", 0)
+                        or 0)
+            if limit and self.max_query_length > limit:
+                raise ConfigError(f"max_query_length {self.max_query_length} exceeds the "
+                                  f"pretrained encoder's {limit} positions")
         if self.query_dim < 0:
             raise ConfigError(f"query_dim must be >= 0, got {self.query_dim}")
         if self.query_pooling not in ("mean", "first"):

@@ -51,6 +51,8 @@ class EncoderOutput:
     layers: list[torch.Tensor]
     mask: torch.Tensor
     memory: list
+    # a pretrained encoder's sentence vectors [B, h] (text-space rerank); None from scratch
+    text: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -93,7 +95,13 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         d, h, f, p = config.d_model, config.n_heads, config.d_ff, config.dropout
         sizes = config.level_sizes
         self.embed_scale = math.sqrt(d)
-        self.query_encoder = QueryEncoder(**config.encoder_kwargs(), norms="every")
+        if config.pretrained:
+            from gcmr.model.pretrained import PretrainedQueryEncoder
+
+            self.query_encoder: nn.Module = PretrainedQueryEncoder(
+                config.pretrained, d_model=d, num_layers=config.encoder_layers, dropout=p)
+        else:
+            self.query_encoder = QueryEncoder(**config.encoder_kwargs(), norms="every")
         self.code_embedding = nn.Embedding(1 + sum(sizes), d)  # BOS + level-tagged codes
         self.level_embedding = nn.Embedding(len(sizes), d)
         self.decoder = nn.ModuleList(
@@ -157,9 +165,21 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         if t > self.config.max_query_length:
             raise ConfigError(f"queries have {t} tokens, the model takes at most "
                               f"{self.config.max_query_length} (truncate them in the tokenizer)")
-        layers, mask = self.query_encoder(input_ids, attention_mask)
+        text = None
+        if self.config.pretrained:
+            layers, mask, text = self.query_encoder.encode_with_text(input_ids, attention_mask)
+        else:
+            layers, mask = self.query_encoder(input_ids, attention_mask)
         memory = [layer.fusion.memory(layers) for layer in self.decoder]
-        return EncoderOutput(layers, mask, memory)
+        return EncoderOutput(layers, mask, memory, text)
+
+    def text_vectors(self, enc: EncoderOutput) -> torch.Tensor:
+        """The pretrained encoder's L2-normalized sentence vectors [B, h] (scored against the
+        items' caption vectors by text-space hybrid search)."""
+        if enc.text is None:
+            raise ConfigError("this model has no pretrained query encoder; text-space rerank "
+                              "(item_vectors = captions) needs one (gcmr train --query-encoder)")
+        return enc.text
 
     # ---- decoder -------------------------------------------------------------------------
 

@@ -23,12 +23,22 @@ import hashlib
 import json
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gcmr.artifacts import MANIFEST, load_tensors, read_manifest, save_tensors, write_manifest
+from gcmr.artifacts import (
+    MANIFEST,
+    ArtifactWarning,
+    load_tensors,
+    read_manifest,
+    recover,
+    save_tensors,
+    verify_checksums,
+    write_manifest,
+)
 from gcmr.errors import ArtifactError
 
 MODEL_FORMAT = "gcmr-model"
@@ -39,6 +49,9 @@ WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 TRAIN_LOG = "train_log.jsonl"
 FAISS_FILE = "faiss.index"
+# text-space rerank of a model with a pretrained query encoder (gcmr.search.rerank.CaptionVectors)
+CAPTION_VECTORS = "caption_vectors.npy"
+CAPTION_OFFSETS = "caption_offsets.npy"
 
 
 def index_fingerprint(index: Any) -> str:
@@ -50,6 +63,7 @@ def index_fingerprint(index: Any) -> str:
 
 def manifest_format(model_dir: str | Path) -> str:
     """The ``format`` of a model directory's manifest, read without checking the rest."""
+    recover(Path(model_dir))  # an interrupted replacement: put the complete model back first
     path = Path(model_dir) / MANIFEST
     try:
         fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
@@ -92,11 +106,27 @@ def read_train_log(model_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def weights_path(model_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """The selected weights of a model directory; refuses a directory that has none yet."""
+def weights_path(model_dir: str | Path, manifest: dict[str, Any], *,
+                 verify: bool = True) -> Path:
+    """The selected weights of a model directory; refuses a directory that has none yet.
+
+    The one door both loaders go through before they read any file, so it also checks the
+    directory: with ``verify``, every file whose sha256 the manifest records (weights,
+    tokenizer, faiss index, caption vectors; :func:`gcmr.artifacts.verify_checksums`, about
+    1 GB/s; models from before checksums have none), and it warns
+    (:class:`~gcmr.artifacts.ArtifactWarning`) when the manifest says training has not
+    completed.
+    """
     path = Path(model_dir) / manifest.get("weights", WEIGHTS)
     if not path.is_file():
         raise ArtifactError(f"{path}: missing weights (training has not finished an epoch yet?)")
+    if verify:
+        verify_checksums(model_dir, manifest)
+    if manifest.get("status") == "training":
+        warnings.warn(f"{model_dir}: training has not completed (manifest status 'training', "
+                      f"{manifest.get('epochs_done', 0)} epochs done): these are the weights of "
+                      f"an unfinished or interrupted run; continue it with `gcmr train ... "
+                      f"--resume`", ArtifactWarning, stacklevel=3)
     return path
 
 
@@ -120,28 +150,31 @@ def save_weights(path: str | Path, state: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_generative(model_dir: str | Path, manifest: dict[str, Any] | None = None):
+def load_generative(model_dir: str | Path, manifest: dict[str, Any] | None = None, *,
+                    verify: bool = True):
     """``(model, tokenizer, manifest)`` of a ``gcmr-model`` directory (model on the CPU, in
-    eval mode is the caller's choice)."""
+    eval mode is the caller's choice); ``verify`` checks the files' recorded sha256."""
     from gcmr.model.factory import empty_model, load_tokenizer
 
     model_dir = Path(model_dir)
     manifest = manifest or read_generative_manifest(model_dir)
-    weights = weights_path(model_dir, manifest)
+    weights = weights_path(model_dir, manifest, verify=verify)
     tokenizer = load_tokenizer(model_dir, manifest)
     model = empty_model(manifest)
     load_weights(model, weights)
     return model, tokenizer, manifest
 
 
-def load_dense_tower(model_dir: str | Path, manifest: dict[str, Any] | None = None):
-    """``(tower, tokenizer, manifest)`` of a ``gcmr-dense`` directory (tower on the CPU)."""
+def load_dense_tower(model_dir: str | Path, manifest: dict[str, Any] | None = None, *,
+                     verify: bool = True):
+    """``(tower, tokenizer, manifest)`` of a ``gcmr-dense`` directory (tower on the CPU);
+    ``verify`` checks the files' recorded sha256 (the faiss index's too)."""
     from gcmr.model.dense import DenseTower, DenseTowerConfig
     from gcmr.model.tokenizer import QueryTokenizer
 
     model_dir = Path(model_dir)
     manifest = manifest or read_dense_manifest(model_dir)
-    weights = weights_path(model_dir, manifest)
+    weights = weights_path(model_dir, manifest, verify=verify)
     config = DenseTowerConfig.from_dict(manifest["tower_config"],
                                         where=f"{model_dir / MANIFEST}: tower_config")
     path = model_dir / manifest.get("tokenizer", TOKENIZER)
@@ -170,8 +203,11 @@ def index_record(index: Any, index_path: str | Path) -> dict[str, Any]:
 
 
 def write_model_manifest(directory: str | Path, *, dense: bool, **fields: Any) -> dict:
-    """Write the manifest of a generative (``dense=False``) or dense model directory."""
+    """Write the manifest of a generative (``dense=False``) or dense model directory, with
+    the sha256 of the weight, tokenizer, faiss and caption-vector files present now (the
+    trainers rewrite the manifest after each epoch's weights, so the record follows them)."""
     fmt, version = (DENSE_FORMAT, DENSE_VERSION) if dense else (MODEL_FORMAT, MODEL_VERSION)
     fields.setdefault("tokenizer", TOKENIZER)
     fields.setdefault("weights", WEIGHTS)
-    return write_manifest(directory, fmt=fmt, version=version, **fields)
+    files = (fields["weights"], fields["tokenizer"], FAISS_FILE, CAPTION_VECTORS, CAPTION_OFFSETS)
+    return write_manifest(directory, fmt=fmt, version=version, checksum_files=files, **fields)

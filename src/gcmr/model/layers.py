@@ -310,10 +310,15 @@ ENCODER_LEGACY_KEYS = {"token_embedding.": "query_encoder.token_embedding.",
 def xavier_init_(model: nn.Module, seed: int) -> None:
     """Xavier-uniform weights, zero biases and unit LayerNorms for every module of ``model``,
     drawn in module order from a private generator seeded with ``seed`` (the same seed gives
-    the same weights whatever the global RNG). A module with an ``init_gates(generator)``
+    the same weights whatever the global RNG). Pretrained sub-modules (marked
+    ``gcmr_pretrained``) are skipped. A module with an ``init_gates(generator)``
     method (:class:`CartFusion`) initializes its own extra weights from the same stream."""
     gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
+    skip = [name + "." for name, module in model.named_modules()
+            if getattr(module, "gcmr_pretrained", False)]  # pretrained weights stay as loaded
+    for name, module in model.named_modules():
+        if getattr(module, "gcmr_pretrained", False) or any(name.startswith(p) for p in skip):
+            continue
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.xavier_uniform_(module.weight, generator=gen)
             if getattr(module, "bias", None) is not None:

@@ -44,7 +44,7 @@ from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
 from gcmr.extras import require
 from gcmr.model.decoding import IdentifierDecoder
-from gcmr.model.tokenizer import QueryTokenizer
+from gcmr.model.tokenizer import PretrainedQueryTokenizer, is_local
 
 
 @dataclass
@@ -99,10 +99,6 @@ class PrefixCache:
         return PrefixCache(self.tokens.index_select(0, index))
 
 
-def _is_local(source: str) -> bool:
-    return Path(source).expanduser().exists()
-
-
 class T5Backbone(IdentifierDecoder, nn.Module):
     """``T5ForConditionalGeneration`` with identifier tokens, behind the retriever interface."""
 
@@ -140,7 +136,7 @@ class T5Backbone(IdentifierDecoder, nn.Module):
         and add one token per identifier code of every level."""
         transformers = require("transformers", "encoders", purpose="the T5 backbone")
         source = str(source)
-        local = _is_local(source)
+        local = is_local(source)
         if not local and source.startswith((".", "/", "~")):
             raise GcmrError(f"{source}: T5 model directory not found")
         path = str(Path(source).expanduser()) if local else source
@@ -270,45 +266,8 @@ def _add_identifier_tokens(t5: nn.Module, count: int, *, seed: int) -> None:
         out.weight[base:] = new.to(out.weight.dtype)
 
 
-class T5QueryTokenizer(QueryTokenizer):
-    """A T5 checkpoint's own ``tokenizer.json`` behind :class:`QueryTokenizer`'s interface
-    (``encode_batch``, ``pad_id``, ``max_length``, ``save`` / ``load``)."""
+class T5QueryTokenizer(PretrainedQueryTokenizer):
+    """A T5 checkpoint's own ``tokenizer.json`` (pad token ``<pad>``)."""
 
-    def __init__(self, tokenizer: Any) -> None:  # tokenizers.Tokenizer
-        trunc = tokenizer.truncation
-        if not trunc or "max_length" not in trunc:
-            raise ArtifactError("T5 tokenizer has no truncation length; build it with "
-                                "T5QueryTokenizer.from_source")
-        pad = (tokenizer.padding or {}).get("pad_token", "<pad>")
-        pad_id = tokenizer.token_to_id(pad)
-        if pad_id is None:
-            raise ArtifactError(f"T5 tokenizer has no {pad} token")
-        self._tok = tokenizer
-        self.max_length = int(trunc["max_length"])
-        self.pad_id = int(pad_id)
-        self._tok.enable_padding(pad_id=self.pad_id, pad_token=pad)
-
-    @classmethod
-    def from_source(cls, source: str | Path, *, max_length: int = 32) -> T5QueryTokenizer:
-        """The ``tokenizer.json`` of a local T5 directory (or of a cached hub model)."""
-        from tokenizers import Tokenizer
-
-        if max_length < 1:
-            raise ConfigError(f"max_length must be >= 1, got {max_length}")
-        source = str(source)
-        if _is_local(source):
-            path = Path(source).expanduser() / "tokenizer.json"
-            if not path.is_file():
-                raise GcmrError(f"{path}: the T5 directory has no tokenizer.json (a fast "
-                                f"tokenizer file is needed)")
-            tok = Tokenizer.from_file(str(path))
-        else:
-            try:
-                tok = Tokenizer.from_pretrained(source)
-            except Exception as exc:  # tokenizers raises plain Exception
-                raise GcmrError(f"cannot load the tokenizer of {source!r}: {exc}") from exc
-        if tok.token_to_id("<pad>") is None:
-            raise GcmrError(f"{source}: tokenizer has no <pad> token (is it a T5 tokenizer?)")
-        tok.enable_truncation(max_length=max_length)
-        tok.enable_padding(pad_id=tok.token_to_id("<pad>"), pad_token="<pad>")
-        return cls(tok)
+    pad_tokens = ("<pad>",)
+    what = "T5"

@@ -136,3 +136,64 @@ class QueryTokenizer:
             return cls(tok)
         except ArtifactError as exc:
             raise ArtifactError(f"{path}: {exc}") from exc
+
+
+def is_local(source: str) -> bool:
+    """Whether a model source names an existing local path (else: a hub name)."""
+    return Path(source).expanduser().exists()
+
+
+class PretrainedQueryTokenizer(QueryTokenizer):
+    """A pretrained checkpoint's own ``tokenizer.json`` (a fast HF tokenizer: BERT, MiniLM,
+    T5 ...) behind :class:`QueryTokenizer`'s interface (``encode_batch``, ``pad_id``,
+    ``max_length``, ``save`` / ``load``); truncation is set to the query length and padding to
+    the batch's longest query."""
+
+    pad_tokens: tuple[str, ...] = ("[PAD]", "<pad>")  # the first the vocabulary has is used
+    what = "pretrained"
+
+    def __init__(self, tokenizer) -> None:  # tokenizers.Tokenizer
+        trunc = tokenizer.truncation
+        if not trunc or "max_length" not in trunc:
+            raise ArtifactError(f"{self.what} tokenizer has no truncation length; build it "
+                                f"with {type(self).__name__}.from_source")
+        pad = self._pad_token(tokenizer)
+        if pad is None:
+            raise ArtifactError(f"{self.what} tokenizer has none of the pad tokens "
+                                f"{list(self.pad_tokens)}")
+        self._tok = tokenizer
+        self.max_length = int(trunc["max_length"])
+        self.pad_id = int(tokenizer.token_to_id(pad))
+        self._tok.enable_padding(pad_id=self.pad_id, pad_token=pad)
+
+    @classmethod
+    def _pad_token(cls, tokenizer) -> str | None:
+        return next((name for name in cls.pad_tokens if tokenizer.token_to_id(name) is not None),
+                    None)
+
+    @classmethod
+    def from_source(cls, source: str | Path, *, max_length: int = 32):
+        """The ``tokenizer.json`` of a local model directory (or of a cached hub model)."""
+        from tokenizers import Tokenizer
+
+        if max_length < 1:
+            raise ConfigError(f"max_length must be >= 1, got {max_length}")
+        source = str(source)
+        if is_local(source):
+            path = Path(source).expanduser() / "tokenizer.json"
+            if not path.is_file():
+                raise GcmrError(f"{path}: the {cls.what} model directory has no tokenizer.json "
+                                f"(a fast tokenizer file is needed)")
+            tok = Tokenizer.from_file(str(path))
+        else:
+            try:
+                tok = Tokenizer.from_pretrained(source)
+            except Exception as exc:  # tokenizers raises plain Exception
+                raise GcmrError(f"cannot load the tokenizer of {source!r}: {exc}") from exc
+        pad = cls._pad_token(tok)
+        if pad is None:
+            raise GcmrError(f"{source}: tokenizer has none of the pad tokens "
+                            f"{list(cls.pad_tokens)} (is it a {cls.what} tokenizer?)")
+        tok.enable_truncation(max_length=max_length)
+        tok.enable_padding(pad_id=tok.token_to_id(pad), pad_token=pad)
+        return cls(tok)

@@ -30,6 +30,9 @@ from gcmr.config import JsonConfig
 from gcmr.errors import ConfigError, CorpusError
 
 RERANK_MODES = ("hybrid", "none")
+# what candidates are scored against: the corpus's media embeddings by the query head, or the
+# items' caption vectors by a pretrained query encoder's sentence vector (text space)
+ITEM_VECTOR_SOURCES = ("embeddings", "captions")
 # the fusion weights tried on the validation split (0 = cosine only)
 WEIGHT_GRID = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -50,8 +53,16 @@ class RerankConfig(JsonConfig):
     # takes R@1 0.7345 -> 0.767 and R@10 0.898 -> 0.957; depth 2 or 3 adds almost nothing
     expand_depth: int = 1
     max_candidates: int = 100
+    # embeddings: cosine of the query head's vector and the item's media embedding; captions:
+    # max cosine of a pretrained query encoder's sentence vector over the item's caption
+    # vectors (CaptionVectors; for media embeddings not aligned with text). Chosen on the val
+    # split at training time when the model has a pretrained encoder
+    item_vectors: str = "embeddings"
 
     def __post_init__(self) -> None:
+        if self.item_vectors not in ITEM_VECTOR_SOURCES:
+            raise ConfigError(f"rerank item_vectors must be one of {list(ITEM_VECTOR_SOURCES)}, "
+                              f"got {self.item_vectors!r}")
         if self.expand_depth < 0 or self.max_candidates < 1:
             raise ConfigError(f"rerank expand_depth must be >= 0 and max_candidates >= 1, got "
                               f"{self.expand_depth} and {self.max_candidates}")
@@ -84,6 +95,11 @@ class ItemVectors:
                               f"{list(getattr(items, 'shape', []))}")
         self.items = items
 
+    @staticmethod
+    def query(model: Any, enc: Any) -> torch.Tensor:
+        """The query vectors these items are scored against: the model's query head."""
+        return model.query_vectors(enc)
+
     def cosines(self, queries: torch.Tensor, rows: np.ndarray) -> np.ndarray:
         """Cosine [Q, C] of normalized ``queries`` [Q, D] with items ``rows`` [Q, C] (-inf
         where a row is -1 padding)."""
@@ -99,6 +115,77 @@ class ItemVectors:
         pos = np.searchsorted(uniq, np.where(valid, rows, uniq[0]))
         cos = np.einsum("qd,qcd->qc", q, block[pos])
         out[valid] = cos[valid]
+        return out
+
+
+class CaptionVectors:
+    """Text-space item vectors: every item's caption vectors (L2-normalized, float16,
+    ``caption_vectors.npy`` [C, h] in the model directory, grouped by item with
+    ``caption_offsets.npy`` [N + 1]), memory-mapped; a candidate's score is the best cosine of
+    the query's sentence vector over its captions (the caption matcher's score, restricted to
+    the candidates; an item without captions scores -1)."""
+
+    def __init__(self, vectors: Any, offsets: np.ndarray) -> None:
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if getattr(vectors, "ndim", 0) != 2 or offsets.ndim != 1 or len(offsets) < 1 \
+                or offsets[-1] != len(vectors) or np.any(np.diff(offsets) < 0):
+            raise ConfigError("caption vectors must be [C, h] with non-decreasing offsets "
+                              "[N + 1] ending at C")
+        self.vectors = vectors
+        self.offsets = offsets
+
+    @classmethod
+    def open(cls, model_dir: str | Path, num_items: int) -> CaptionVectors:
+        """The caption vectors a training run saved in ``model_dir``."""
+        from gcmr.errors import ArtifactError
+        from gcmr.model.io import CAPTION_OFFSETS, CAPTION_VECTORS
+
+        paths = [Path(model_dir) / CAPTION_VECTORS, Path(model_dir) / CAPTION_OFFSETS]
+        try:
+            vectors = np.load(paths[0], mmap_mode="r", allow_pickle=False)
+            offsets = np.load(paths[1], allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{model_dir}: missing or unreadable caption vectors "
+                                f"({exc}); retrain, or search with item_vectors=embeddings") \
+                from exc
+        if len(offsets) != num_items + 1:
+            raise ArtifactError(f"{paths[1]}: offsets for {len(offsets) - 1} items, the index "
+                                f"has {num_items}")
+        try:
+            return cls(vectors, offsets)
+        except ConfigError as exc:
+            raise ArtifactError(f"{paths[0]}: {exc}") from exc
+
+    @staticmethod
+    def query(model: Any, enc: Any) -> torch.Tensor:
+        """The pretrained encoder's sentence vectors."""
+        return model.text_vectors(enc)
+
+    def cosines(self, queries: torch.Tensor, rows: np.ndarray, *, chunk: int = 64
+                ) -> np.ndarray:
+        """Best caption cosine [Q, C] of ``queries`` [Q, h] for candidates ``rows`` [Q, C]
+        (-inf at -1 padding). Reads each needed caption row once per call."""
+        valid = rows >= 0
+        out = np.full(rows.shape, -np.inf, dtype=np.float32)
+        if not valid.any():
+            return out
+        safe = np.where(valid, rows, 0)
+        starts, counts = self.offsets[safe], self.offsets[safe + 1] - self.offsets[safe]
+        width = max(int(counts.max()), 1)
+        caps = starts[..., None] + np.arange(width)  # [Q, C, m]
+        has = (np.arange(width) < counts[..., None]) & valid[..., None]
+        uniq = np.unique(caps[has])
+        block = np.asarray(self.vectors[uniq], dtype=np.float32) if len(uniq) else \
+            np.zeros((1, self.vectors.shape[1]), dtype=np.float32)
+        pos = np.searchsorted(uniq, np.where(has, caps, uniq[0] if len(uniq) else 0))
+        q = queries.detach().float().cpu().numpy()
+        for a in range(0, len(q), chunk):
+            b = a + chunk
+            sc = np.einsum("qh,qcmh->qcm", q[a:b], block[pos[a:b]])
+            sc[~has[a:b]] = -np.inf
+            best = sc.max(axis=-1)
+            best[(counts[a:b] == 0) & valid[a:b]] = -1.0
+            out[a:b] = np.where(valid[a:b], best, -np.inf)
         return out
 
 

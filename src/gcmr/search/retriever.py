@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from gcmr.corpus import check_corpus_fingerprint
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
 from gcmr.ids.trie import Trie
-from gcmr.search.base import item_descriptions, rows_to_ids
+from gcmr.search.base import check_search_args, item_descriptions, rows_to_ids
 from gcmr.search.beam import effective_beam
 from gcmr.search.rerank import (
+    CaptionVectors,
     ItemVectors,
     PrefixExpander,
     RerankConfig,
@@ -33,7 +35,7 @@ from gcmr.search.rerank import (
 def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int,
                       beam: int | None, device: torch.device | str = "cpu",
                       batch_size: int = 256, row_map: np.ndarray | None = None,
-                      item_vectors: ItemVectors | None = None,
+                      item_vectors: ItemVectors | CaptionVectors | None = None,
                       expander: PrefixExpander | None = None, max_candidates: int = 100
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Constrained beam search for a list of texts in batches: the ``k`` best identifiers of
@@ -78,13 +80,14 @@ def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: 
         scores_out[start:stop, :width] = s
         rows_out[start:stop, :width] = r
         if cos_out is not None:
-            cos_out[start:stop, :width] = item_vectors.cosines(model.query_vectors(enc), r)
+            queries = item_vectors.query(model, enc)
+            cos_out[start:stop, :width] = item_vectors.cosines(queries, r)
     return scores_out, rows_out, cos_out
 
 
 def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int | None,
                 device: torch.device | str = "cpu", batch_size: int = 256,
-                row_map: np.ndarray | None = None, item_vectors: ItemVectors | None = None,
+                row_map: np.ndarray | None = None, item_vectors: ItemVectors | CaptionVectors | None = None,
                 logprob_weight: float = 0.0, expander: PrefixExpander | None = None,
                 max_candidates: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Ranked ``(scores float32 [Q, k], rows int64 [Q, k])``, -inf / -1 padding.
@@ -112,7 +115,7 @@ class Retriever:
     a model with a query-vector head the item vectors its hybrid search reranks with."""
 
     def __init__(self, model, tokenizer, index, manifest: dict[str, Any], *, path: Path,
-                 device: torch.device, item_vectors: ItemVectors | None = None,
+                 device: torch.device, item_vectors: ItemVectors | CaptionVectors | None = None,
                  rerank: RerankConfig | None = None,
                  corpus_path: str | Path | None = None) -> None:
         self.model = model.eval()
@@ -132,8 +135,9 @@ class Retriever:
     @classmethod
     def load(cls, model_dir: str | Path, *, index_path: str | Path | None = None,
              device: str = "auto", rerank: str | None = None,
-             corpus_path: str | Path | None = None) -> Retriever:
+             corpus_path: str | Path | None = None, verify: bool = True) -> Retriever:
         """Load a model directory and the index it was trained on (path from the manifest).
+        ``verify`` checks the recorded sha256 of the model's and the index's files.
 
         A model trained with a query-vector head searches in hybrid mode by default, with the
         fusion weight saved at training time; it memory-maps the corpus's embeddings
@@ -147,21 +151,26 @@ class Retriever:
         model_dir = Path(model_dir)
         manifest = read_generative_manifest(model_dir)
         index_path = Path(index_path or manifest["index"]["path"])
-        index = load_index(index_path)
+        index = load_index(index_path, verify=verify)
         if index_fingerprint(index) != manifest["index"]["fingerprint"]:
             raise ArtifactError(f"{model_dir} was trained on a different index than {index_path} "
                                 f"(identifiers differ); pass the right --index")
-        model, tokenizer, manifest = load_generative(model_dir, manifest)
+        model, tokenizer, manifest = load_generative(model_dir, manifest, verify=verify)
         saved = {key: value for key, value in (manifest.get("rerank") or {}).items()
                  if key in ("mode", "logprob_weight", "candidates", "expand_depth",
-                            "max_candidates")}  # the rest: how they were chosen
+                            "max_candidates", "item_vectors")}  # the rest: how they were chosen
         if rerank is not None:
             saved["mode"] = rerank
         has_head = bool(getattr(model, "has_query_head", False))
         saved.setdefault("mode", "hybrid" if has_head else "none")
         config = RerankConfig.from_dict(saved, where=f"{model_dir}: rerank")
-        item_vectors = None
-        if config.mode == "hybrid":
+        item_vectors: ItemVectors | CaptionVectors | None = None
+        if config.mode == "hybrid" and config.item_vectors == "captions":
+            if not model.config.pretrained:
+                raise ArtifactError(f"{model_dir}: rerank item_vectors = captions needs a "
+                                    f"pretrained query encoder, this model has none")
+            item_vectors = CaptionVectors.open(model_dir, index.num_items)
+        elif config.mode == "hybrid":
             if not has_head:
                 raise ConfigError(f"{model_dir}: hybrid search needs a model trained with a "
                                   f"query-vector head (gcmr train --dense-weight > 0); use "
@@ -173,6 +182,8 @@ class Retriever:
                 raise ArtifactError(f"{corpus / 'embeddings.npy'} is {list(items.shape)}, the "
                                     f"model scores [{expected[0]}, {expected[1]}] item vectors; "
                                     f"is this the right corpus?")
+            check_corpus_fingerprint(corpus, manifest["corpus"].get("fingerprint"),
+                                     artifact=model_dir)
             item_vectors = ItemVectors(items)
         dev = resolve_device(device)
         return cls(model.to(dev), tokenizer, index, manifest, path=model_dir, device=dev,
@@ -195,6 +206,7 @@ class Retriever:
 
     def item_descriptions(self):
         """``row -> first caption or source`` for display (empty when the corpus is gone)."""
+        check_corpus_fingerprint(self.corpus_path, self.corpus_fingerprint, artifact=self.path)
         return item_descriptions(self.corpus_path)
 
     def search_rows(self, queries: Sequence[str], *, k: int = 10, beam: int | None = None,
@@ -202,6 +214,8 @@ class Retriever:
                     rerank: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns item rows (-1 padding). ``candidates`` restricts
         the pool to those rows (a sub-trie is built once and cached)."""
+        queries = check_search_args(queries, k=k, beam=beam, candidates=candidates,
+                                    num_items=self.index.num_items, batch_size=batch_size)
         trie, row_map = self.index.trie, None
         if candidates is not None:
             trie, row_map = self._subtrie(np.asarray(candidates, dtype=np.int64))
@@ -235,6 +249,8 @@ class Retriever:
         Scores are summed token log-probabilities (pure generation) or the fused hybrid
         scores (``rerank``: the model's saved mode by default, ``"none"`` / ``"hybrid"``).
         """
+        queries = check_search_args(queries, k=k, beam=beam, candidates=candidates,
+                                    num_items=self.index.num_items)
         if isinstance(queries, str):
             queries = [queries]
         scores, rows = self.search_rows(queries, k=k, beam=beam, candidates=candidates,

@@ -72,8 +72,23 @@ class TrainConfig(JsonConfig):
     # "" = the from-scratch CART encoder-decoder; "t5:PATH_OR_NAME" = a pretrained T5
     # (transformers) with the identifier tokens added to its vocabulary (AVG table 6)
     backbone: str = ""
+    # pretrained query encoder in place of the from-scratch one (gcmr.model.pretrained):
+    # "" = from scratch (CART); "minilm" = the offline all-MiniLM-L6-v2; or a transformers /
+    # sentence-transformers model directory. Frozen by default (features cached once per
+    # training text under feature_cache); finetune_encoder trains it at encoder_lr
+    query_encoder: str = ""
+    finetune_encoder: bool = False
+    encoder_lr: float = 5e-5
+    feature_cache: str = ""  # cache root ("" = $GCMR_CACHE_DIR or ~/.cache/gcmr)
 
     def __post_init__(self) -> None:
+        if self.query_encoder and self.backbone:
+            raise ConfigError("query_encoder and backbone are exclusive: a T5 backbone brings "
+                              "its own pretrained encoder")
+        if not self.encoder_lr > 0:
+            raise ConfigError(f"encoder_lr must be > 0, got {self.encoder_lr}")
+        if self.finetune_encoder and not self.query_encoder:
+            raise ConfigError("finetune_encoder needs a pretrained query_encoder")
         if self.method not in METHODS:
             raise ConfigError(f"method must be 'cart' or 'avg', got {self.method!r}")
         if self.epochs < 1:

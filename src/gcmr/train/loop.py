@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from gcmr.artifacts import MANIFEST, replace_dir
+from gcmr.artifacts import MANIFEST, recover, replace_dir
 from gcmr.errors import ArtifactError, ConfigError
 from gcmr.model.io import TRAIN_LOG, WEIGHTS, save_weights
 from gcmr.progress import err_console, note, progress
@@ -108,7 +108,7 @@ def validation_split(corpus: Any, config: TrainConfig) -> str | None:
     validation is off or the split is missing (noted on stderr)."""
     if not config.val_split:
         return None
-    if config.val_split not in corpus.queries:
+    if not corpus.queries.get(config.val_split):  # missing or empty
         note(f"{corpus.path} has no '{config.val_split}' split: no validation, the last epoch "
              f"is kept")
         return None
@@ -208,7 +208,7 @@ def _run_epoch(model, optimizer, loss_fn: LossFn, num_pairs: int, config: TrainC
                 break
             idx = order[start:start + config.batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(state["global_step"], **schedule)
+                group["lr"] = lr_at(state["global_step"], **schedule) * group.get("lr_scale", 1.0)
             with autocast(config.amp, device):
                 loss, parts = loss_fn(model, idx)
             if not torch.isfinite(loss):
@@ -273,6 +273,7 @@ def refuse_existing(out: str | Path, *, resume: bool, overwrite: bool) -> None:
     before loading its data, to fail fast; :func:`training_dir` calls it again)."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
+    recover(Path(out))  # an interrupted swap of ``out``: put the complete model back first
     if Path(out).exists() and not (resume or overwrite):
         raise ArtifactError(f"{out} already exists (use --resume to continue training it, "
                             f"or --overwrite to replace it once the new model is trained)")

@@ -92,11 +92,12 @@ def train(
         backbone = "t5" if config.backbone else "scratch"
         pairs = tokenize_pairs(tokenizer, texts, rows, n_captions)
         del texts
+        attach_feature_cache(model, pairs, tokenizer, config, show_progress=show_progress)
         if config.method == "avg" and not run.resume:
             from gcmr.train.avg import init_voken_embeddings
 
             init_voken_embeddings(model, index, enabled=config.voken_embedding_init)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+        optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr,
                                       weight_decay=config.weight_decay)
         state = resume_state(work, model, optimizer) if run.resume else new_state()
 
@@ -117,7 +118,9 @@ def train(
             from gcmr.model.io import WEIGHTS, load_weights
 
             load_weights(model, work / WEIGHTS)  # the selected epoch, not the last one
-            rerank = choose_rerank(model, tokenizer, index, corpus, config, device)
+            if model.config.pretrained:
+                write_caption_vectors(work, model, pairs, corpus, tokenizer.pad_id, device)
+            rerank = choose_rerank(model, tokenizer, index, corpus, config, device, work=work)
         write("complete", state, rerank=rerank)
     return TrainResult(out=out, epochs_run=state["epoch"], best_epoch=state["best_epoch"],
                        best_metrics=state["best_metrics"], history=state["history"],
@@ -192,34 +195,50 @@ def _validator(config: TrainConfig, corpus: Any, index: Any, tokenizer: Any, wor
 
 
 def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: TrainConfig,
-                  device: torch.device) -> dict[str, Any]:
+                  device: torch.device, *, work: Path | None = None) -> dict[str, Any]:
     """The hybrid search settings saved with a model that has a query head: the fusion weight
     of the sequence log-probability that maximizes ``select_metric`` on the validation split
-    (0 = cosine only without a validation split)."""
+    (0 = cosine only without a validation split). A model with a pretrained query encoder
+    also chooses what candidates are scored against (``item_vectors``): the media embeddings
+    (query head) or the caption vectors in ``work`` (text space), by the same metric."""
     from gcmr.evaluate.runner import choose_fusion_weight
-    from gcmr.search.rerank import RerankConfig, expander_for
+    from gcmr.search.rerank import CaptionVectors, ItemVectors, RerankConfig, expander_for
 
     split = validation_split(corpus, config)
     defaults = RerankConfig()  # the candidate list the search will rerank
     if split is None:
         return {**defaults.to_dict(), "chosen_on": None}
+    sources = {"embeddings": ItemVectors(corpus.embeddings)}
+    if model.config.pretrained and work is not None:
+        sources["captions"] = CaptionVectors.open(work, index.num_items)
     was_training = model.training
     model.eval()
-    logp, rows, cos, relevant = _val_candidates(
-        model, tokenizer, index, corpus, config, split, device, width=defaults.candidates,
-        expander=expander_for(index.codes, index.level_sizes, defaults),
-        max_candidates=defaults.max_candidates)
+    choices = {}
+    for name, vectors in sources.items():
+        logp, rows, cos, relevant = _val_candidates(
+            model, tokenizer, index, corpus, config, split, device, width=defaults.candidates,
+            expander=expander_for(index.codes, index.level_sizes, defaults),
+            max_candidates=defaults.max_candidates, vectors=vectors)
+        weight, table = choose_fusion_weight(cos, logp, rows, relevant,
+                                             metric=config.select_metric)
+        choices[name] = (weight, table)
     model.train(was_training)
-    weight, table = choose_fusion_weight(cos, logp, rows, relevant, metric=config.select_metric)
-    return {**defaults.replace(logprob_weight=weight).to_dict(), "chosen_on": split,
-            "queries": len(relevant), "metric": config.select_metric, "by_weight": table}
+    best = max(choices, key=lambda name: (max(choices[name][1].values()), name == "embeddings"))
+    weight, table = choices[best]
+    record = {**defaults.replace(logprob_weight=weight, item_vectors=best).to_dict(),
+              "chosen_on": split, "queries": len(relevant), "metric": config.select_metric,
+              "by_weight": table}
+    if len(choices) > 1:
+        record["by_item_vectors"] = {name: max(t.values()) for name, (_, t) in choices.items()}
+    return record
 
 
 def _val_candidates(model: Any, tokenizer: Any, index: Any, corpus: Any, config: TrainConfig,
                     split: str, device: torch.device, *, width: int, expander: Any = None,
-                    max_candidates: int = 100):
+                    max_candidates: int = 100, vectors: Any = None):
     """The hybrid candidates of (a seeded subsample of) the validation queries with their
-    log-probabilities and cosines: ``(logprobs, rows, cosines, relevant)``."""
+    log-probabilities and cosines (against ``vectors``, default the corpus embeddings):
+    ``(logprobs, rows, cosines, relevant)``."""
     from gcmr.evaluate.runner import sample_queries
     from gcmr.search.rerank import ItemVectors
     from gcmr.search.retriever import search_candidates
@@ -227,7 +246,7 @@ def _val_candidates(model: Any, tokenizer: Any, index: Any, corpus: Any, config:
     texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
     logp, rows, cos = search_candidates(model, tokenizer, index.trie, texts, k=width,
                                         beam=width, device=device,
-                                        item_vectors=ItemVectors(corpus.embeddings),
+                                        item_vectors=vectors or ItemVectors(corpus.embeddings),
                                         expander=expander, max_candidates=max_candidates)
     return logp, rows, cos, relevant
 
@@ -250,15 +269,101 @@ def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict
         return tokenizer, model
     from gcmr.model import GenerativeRetrievalModel, ModelConfig, QueryTokenizer
 
-    tokenizer = QueryTokenizer.train(texts, vocab_size=config.vocab_size,
-                                     lowercase=config.lowercase,
-                                     max_length=config.max_query_length, kind=config.tokenizer)
     options = dict(model_options)
     options.setdefault("max_query_length", config.max_query_length)
     options.setdefault("seed", config.seed)
+    if config.query_encoder:  # a pretrained encoder brings its own tokenizer
+        from gcmr.model.pretrained import pretrained_spec
+        from gcmr.model.tokenizer import PretrainedQueryTokenizer
+
+        spec = pretrained_spec(config.query_encoder, frozen=not config.finetune_encoder)
+        tokenizer = PretrainedQueryTokenizer.from_source(spec["path"],
+                                                         max_length=config.max_query_length)
+        model = GenerativeRetrievalModel(ModelConfig(
+            vocab_size=tokenizer.vocab_size, level_sizes=list(index.level_sizes),
+            pretrained=spec, **options))
+        model.query_encoder.load_source(spec["path"])
+        return tokenizer, model
+    tokenizer = QueryTokenizer.train(texts, vocab_size=config.vocab_size,
+                                     lowercase=config.lowercase,
+                                     max_length=config.max_query_length, kind=config.tokenizer)
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size,
                                level_sizes=list(index.level_sizes), **options)
     return tokenizer, GenerativeRetrievalModel(model_config)
+
+
+def param_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the trainable parameters at ``lr``; a fine-tuned
+    pretrained query encoder's own weights at ``encoder_lr`` (``lr_scale``, which the loop's
+    schedule multiplies); frozen weights are left out."""
+    backbone = getattr(getattr(model, "query_encoder", None), "backbone", None)
+    pretrained = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    own = [p for p in model.parameters() if p.requires_grad and id(p) not in pretrained]
+    groups = [{"params": own}]
+    tuned = [p for p in (backbone.parameters() if backbone is not None else [])
+             if p.requires_grad]
+    if tuned:
+        groups.append({"params": tuned, "lr_scale": config.encoder_lr / config.lr})
+    return groups
+
+
+def attach_feature_cache(model: Any, pairs: Pairs, tokenizer: Any, config: TrainConfig, *,
+                         show_progress: bool = True) -> None:
+    """A frozen pretrained query encoder reads the training texts' features from a disk cache
+    (:class:`gcmr.model.pretrained.FeatureCache`: built once, reused by later runs on the
+    same texts and encoder)."""
+    encoder = getattr(model, "query_encoder", None)
+    if not getattr(encoder, "frozen", False) or not getattr(model.config, "pretrained", None):
+        return
+    from gcmr.model.pretrained import FeatureCache
+    from gcmr.progress import note, progress
+
+    started = time.perf_counter()
+    was_training = encoder.training
+    encoder.eval()
+    with progress(disable=not show_progress, transient=True) as bar:
+        task = bar.add_task("encoder features", total=None, info="")
+        cache = FeatureCache.build(
+            encoder, pairs.tokens, pairs.lengths, pad_id=tokenizer.pad_id,
+            root=config.feature_cache or None,
+            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    encoder.train(was_training)
+    encoder.cache = cache
+    if show_progress:
+        verb = "built" if cache.meta.get("built") else "reused"
+        note(f"feature cache {verb}: {len(cache):,} texts, {cache.meta['bytes'] / 2**20:.0f} MB "
+             f"at {cache.directory} ({time.perf_counter() - started:.1f} s)")
+
+
+@torch.no_grad()
+def write_caption_vectors(work: Path, model: Any, pairs: Pairs, corpus: Any, pad_id: int,
+                          device: torch.device, *, batch_size: int = 256) -> None:
+    """Save the items' caption vectors (the pretrained encoder's sentence vectors, float16,
+    grouped by item) for text-space hybrid search (:class:`gcmr.search.rerank.CaptionVectors`).
+    The caption pairs are the first ``num_caption_pairs`` pairs, in item order."""
+    import numpy as np
+
+    from gcmr.model.io import CAPTION_OFFSETS, CAPTION_VECTORS
+
+    encoder = model.query_encoder
+    was_training = encoder.training
+    encoder.eval()
+    n = pairs.num_caption_pairs
+    out = np.lib.format.open_memmap(work / f".{CAPTION_VECTORS}.tmp", mode="w+",
+                                    dtype=np.float16, shape=(n, encoder.hidden_size))
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(start + batch_size, n))
+        ids, mask, _ = pairs.batch(idx, pad_id)
+        _, _, text = encoder.encode_with_text(ids.to(device), mask.to(device))
+        out[start:start + len(idx)] = text.cpu().numpy().astype(np.float16)
+    out.flush()
+    del out
+    encoder.train(was_training)
+    counts = np.bincount(pairs.rows[:n].numpy(), minlength=len(corpus))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    np.save(work / f".{CAPTION_OFFSETS}.tmp.npy", offsets)
+    (work / f".{CAPTION_VECTORS}.tmp").replace(work / CAPTION_VECTORS)
+    (work / f".{CAPTION_OFFSETS}.tmp.npy").replace(work / CAPTION_OFFSETS)
 
 
 def _write_manifest(out: Path, *, status: str, config: TrainConfig, model, backbone: str,
