@@ -11,6 +11,9 @@
 #   bash benchmarks/run_bench.sh hybrid     # hybrid CART (query head + rerank) beside pure CART,
 #                                           # the dense tower and the caption matcher (~25 min)
 #   bash benchmarks/run_bench.sh hybrid-scale  # hybrid CART search speed/memory at 10k-1M
+#   bash benchmarks/run_bench.sh pretrained # frozen MiniLM query encoder rows (~10 min)
+#   bash benchmarks/run_bench.sh fit-view   # identifiers fitted on caption / joint views (~25 min)
+#   bash benchmarks/run_bench.sh defaults   # every default on the 5k world, timed (~25 min)
 #
 # Generated worlds, indexes and models go to $WORK (default /tmp/gcmr-bench; reused by a
 # re-run, so an interrupted run continues where it stopped). Results go to $OUT (default
@@ -115,6 +118,26 @@ if [ "$WHAT" = all ] || [ "$WHAT" = hybrid ]; then
   wait
   gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/hybrid" --threads 2 "${common[@]}" \
     --rows cart-hybrid,cart-hybrid-gen,cart,caption-matcher,dense-exact,oracle
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = pretrained ]; then
+  # the frozen MiniLM query encoder (--query-encoder minilm) beside the from-scratch hybrid,
+  # the caption matcher and the dense tower, same budget -> $OUT/pretrained/
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/pretrained" --threads 2 "${common[@]}" \
+    --rows cart-minilm,cart-minilm-gen,cart-hybrid,caption-matcher,dense-exact,oracle
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = fit-view ]; then
+  # identifiers fitted on the caption vectors or on media + caption vectors (--fit-view),
+  # with the MiniLM and the from-scratch encoders -> $OUT/fit_view/
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/fit_view" --threads 2 "${common[@]}" \
+    --rows cart-minilm-capview,cart-minilm-capview-gen,cart-hybrid-capview,cart-hybrid-capview-gen,cart-minilm-joint,cart-minilm-joint-gen,dense-exact,oracle
+fi
+
+if [ "$WHAT" = defaults ]; then
+  # every command with its defaults on the 5k world, timed -> $OUT/defaults/
+  python benchmarks/defaults_5k.py --world "$WORK/w5k" --work "$WORK/defaults5k" \
+    --out "$OUT/defaults"
 fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = hybrid-scale ]; then

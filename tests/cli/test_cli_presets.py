@@ -85,3 +85,31 @@ def test_cli_reports_a_bad_preset_without_traceback(tmp_path: Path, capsys) -> N
     assert "unknown preset 'gpu'" in capsys.readouterr().err
     assert main(["demo", "--preset", "gpu", "--out", str(tmp_path / "w")]) == 2
     assert "unknown preset 'gpu'" in capsys.readouterr().err
+
+
+def test_auto_preset_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gcmr train / train-dense default to --preset auto: cpu on a CPU, cuda on CUDA; none
+    means the library defaults alone."""
+    import argparse
+
+    import torch
+
+    from gcmr.cli.options import device_preset, load_preset_of
+
+    assert load_preset(load_preset_of(argparse.Namespace(preset="auto", device="cpu"))
+                       ["name"])["name"] == "cpu"
+    assert load_preset_of(argparse.Namespace(preset="none")) is None
+    assert device_preset("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device_preset("auto") == "cuda"
+    assert load_preset_of(argparse.Namespace(preset="auto", device="auto"))["name"] == "cuda"
+
+
+@pytest.mark.parametrize("verb", ["train", "train-dense"])
+def test_train_help_says_which_preset_applies(verb: str) -> None:
+    from gcmr.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    text = " ".join(sub.choices[verb].format_help().split())
+    assert "(default auto)" in text and "cpu on a CPU" in text and "cuda on a CUDA" in text
