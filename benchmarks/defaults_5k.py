@@ -93,21 +93,24 @@ def main() -> int:
         return (f"Target {'met' if met else 'missed'}: {what} {value:.4f} = "
                 f"{value / ref:.2f} x (target >= {ratio:.2f} x {ref:.4f}).")
 
+    rerank = {k: manifest["rerank"][k]
+              for k in ("item_vectors", "logprob_weight", "candidates", "max_candidates")}
     notes = [
         target("hybrid R@1 vs the dense tower's", h["R@1"], d["R@1"], 0.95),
         target("hybrid R@1 vs the oracle's", h["R@1"], oracle["R@1"], 0.80),
         target("hybrid R@10 vs the oracle's R@10", h["R@10"], oracle["R@10"], 0.95),
         target("pure generation R@1 vs the dense tower's", g["R@1"], d["R@1"], 0.60),
-        f"Target {'met' if times['train'] <= 900 else 'missed'}: default training took "
-        f"{times['train']:.0f} s (target <= 900 s on 2 cores); index {times['index']:.0f} s, "
-        f"eval {times['eval']:.0f} s.",
-        f"Training config (the cpu preset via --preset auto): epochs "
-        f"{manifest['train_config']['epochs']}, lr {manifest['train_config']['lr']}, model "
-        f"d_model {manifest['model_config']['d_model']}, {manifest['model_config']['encoder_layers']}"
-        f" + {manifest['model_config']['decoder_layers']} layers; selected epoch "
-        f"{manifest['best_epoch']}; rerank {json.dumps({k: manifest['rerank'][k] for k in ('item_vectors', 'logprob_weight', 'candidates', 'max_candidates')})}.",
-        f"Dense tower: epochs {dense_manifest['train_config']['epochs']}, d_model "
-        f"{dense_manifest['tower_config']['d_model']}.",
+        (f"Target {'met' if times['train'] <= 900 else 'missed'}: default training took "
+         f"{times['train']:.0f} s (target <= 900 s on 2 cores); index {times['index']:.0f} s, "
+         f"eval {times['eval']:.0f} s."),
+        (f"Training config (the cpu preset via --preset auto): epochs "
+         f"{manifest['train_config']['epochs']}, lr {manifest['train_config']['lr']}, "
+         f"d_model {manifest['model_config']['d_model']}, "
+         f"{manifest['model_config']['encoder_layers']} + "
+         f"{manifest['model_config']['decoder_layers']} layers; selected epoch "
+         f"{manifest['best_epoch']}; rerank {json.dumps(rerank)}."),
+        (f"Dense tower: epochs {dense_manifest['train_config']['epochs']}, d_model "
+         f"{dense_manifest['tower_config']['d_model']}."),
         "Wall times per command: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) + ".",
     ]
     write_report(args.out, "defaults", title="Every default on the 5k synthetic world",

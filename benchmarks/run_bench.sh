@@ -144,7 +144,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = hybrid-scale ]; then
   # hybrid CART (random-weight default model with a query head; the rerank reads candidate
   # rows from the memory-mapped world) beside pure CART and exact dense -> $OUT/hybrid_scale/
   gcmr bench throughput --out "$OUT/hybrid_scale" --work "$WORK/scale" \
-    --methods cart,cart-hybrid,dense-exact --beams 10,20
+    --methods cart,cart-hybrid,dense-exact --beams 10,20 --batches 10
 fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = scale ]; then

@@ -14,8 +14,8 @@ from gcmr.ids import IndexConfig, build_index, load_index
 from gcmr.ids.views import fit_view
 from tests.conftest import make_corpus
 
-SMALL = dict(num_clusters=4, codebook_size=4, latent_dim=8, hidden_dims=[16], epochs=2,
-             max_steps=10, batch_size=16)
+SMALL = {"num_clusters": 4, "codebook_size": 4, "latent_dim": 8, "hidden_dims": [16],
+         "epochs": 2, "max_steps": 10, "batch_size": 16}
 
 
 def _corpus_with_text(tmp_path: Path, *, dim_text: int = 6) -> Path:

@@ -220,3 +220,52 @@ def _codes_of(trie: Trie) -> list[list[int]]:
                 nxt[int(targets[e])] = [*path, int(tokens[e])]
         paths = nxt
     return [paths[row] for row in sorted(paths)]
+
+
+def _reference_expand(exp, rows, logprobs, max_candidates):
+    """The expansion rule written as a plain loop (the vectorized one must equal it)."""
+    q, w = rows.shape
+    width = max(max_candidates, w)
+    out_rows = np.full((q, width), -1, dtype=np.int64)
+    out_logp = np.full((q, width), -np.inf, dtype=np.float32)
+    for i in range(q):
+        picked = [int(r) for r in rows[i] if r >= 0]
+        scores = [float(s) for r, s in zip(rows[i], logprobs[i]) if r >= 0]
+        seen, done = set(picked), set()
+        for j in range(w):
+            if rows[i, j] < 0:
+                continue
+            key = int(exp._keys[rows[i, j]])
+            if key in done:
+                continue
+            done.add(key)
+            lo, hi = np.searchsorted(exp.sorted_keys, [key, key + 1])
+            for member in exp.order[lo:hi]:
+                if len(picked) >= width:
+                    break
+                if int(member) not in seen:
+                    seen.add(int(member))
+                    picked.append(int(member))
+                    scores.append(float(logprobs[i, j]))
+        out_rows[i, :len(picked)] = picked[:width]
+        out_logp[i, :len(scores)] = scores[:width]
+    return out_rows, out_logp
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prefix_expansion_equals_the_reference_loop(seed: int) -> None:
+    from gcmr.search.rerank import PrefixExpander
+
+    rng = np.random.default_rng(seed)
+    n, sizes = 300, [6, 5, 4, 7]
+    codes = np.stack([rng.integers(0, s, n) for s in sizes], axis=1)
+    depth = int(rng.integers(1, 3))
+    exp = PrefixExpander(codes, sizes, depth=depth)
+    q, w = 17, int(rng.integers(1, 9))
+    rows = np.stack([rng.choice(n, w, replace=False) for _ in range(q)])
+    rows[rng.random((q, w)) < 0.2] = -1  # padding, also in the middle
+    logp = np.where(rows >= 0, -rng.random((q, w)) * 5, -np.inf).astype(np.float32)
+    for cap in (1, w, 10, 40, 400):
+        got = exp.expand(rows, logp, cap)
+        ref = _reference_expand(exp, rows, logp, cap)
+        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1]), cap

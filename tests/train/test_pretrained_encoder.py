@@ -25,9 +25,9 @@ MODEL = {"d_model": 32, "n_heads": 2, "d_ff": 64, "encoder_layers": 2, "decoder_
 
 
 def config(bert: Path, cache: Path, **changes) -> TrainConfig:
-    base = dict(epochs=2, batch_size=16, lr=3e-3, val_split="test", max_val_queries=20,
-                val_beam=5, warmup_epochs=0.5, query_encoder=str(bert),
-                feature_cache=str(cache))
+    base: dict = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "val_split": "test",
+                  "max_val_queries": 20, "val_beam": 5, "warmup_epochs": 0.5,
+                  "query_encoder": str(bert), "feature_cache": str(cache)}
     base.update(changes)
     return TrainConfig(**base)
 
@@ -61,7 +61,7 @@ def test_frozen_encoder_trains_caches_and_loads_self_contained(
     assert rerank["item_vectors"] in ("embeddings", "captions")
     assert set(rerank["by_item_vectors"]) == {"embeddings", "captions"}
     retriever = Retriever.load(tmp_path / "m")
-    scores, ids = retriever.search(["red thing number 4", "blue 5"], k=3)
+    _, ids = retriever.search(["red thing number 4", "blue 5"], k=3)
     assert ids.shape == (2, 3) and all(i for i in ids.ravel())
 
 

@@ -75,6 +75,7 @@ _AVG_TRAIN = (("method", "avg"),)
 _MINILM_TRAIN = (("dense_weight", 1.0), ("query_encoder", "minilm"))
 _CAPVIEW = (("fit_view", "captions"), ("scheme", "cart"))
 _JOINT = (("fit_view", "joint"), ("scheme", "cart"))
+_SIZED = (("codebook_size", 0), ("num_clusters", 0), ("scheme", "cart"))
 AVG_BEAMS = (1, 5, 20, 30)
 
 
@@ -129,6 +130,19 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
             "generative", _JOINT, _MINILM_TRAIN, rerank="hybrid", beam=20),
     RowSpec("cart-minilm-joint-gen", "the same, pure generation", "generative", _JOINT,
             _MINILM_TRAIN, rerank="none", model_of="cart-minilm-joint"),
+    RowSpec("cart-hybrid-sized",
+            "CART + query head, sizes from N (--clusters 0 --codebook-size 0)", "generative",
+            _SIZED, _HYBRID_TRAIN, rerank="hybrid"),
+    RowSpec("cart-hybrid-sized-gen", "the same, pure generation", "generative", _SIZED,
+            _HYBRID_TRAIN, rerank="none", model_of="cart-hybrid-sized"),
+    RowSpec("cart-minilm-joint-sized",
+            "CART + frozen MiniLM, joint identifiers, sizes from N", "generative",
+            (("codebook_size", 0), ("fit_view", "joint"), ("num_clusters", 0),
+             ("scheme", "cart")), _MINILM_TRAIN, rerank="hybrid"),
+    RowSpec("cart-minilm-joint-sized-gen", "the same, pure generation", "generative",
+            (("codebook_size", 0), ("fit_view", "joint"), ("num_clusters", 0),
+             ("scheme", "cart")), _MINILM_TRAIN, rerank="none",
+            model_of="cart-minilm-joint-sized"),
     RowSpec("caption-matcher", "caption matcher (offline MiniLM, no training)", "caption"),
     RowSpec("dense-exact", "dense dual tower, exact search", "dense", backend="exact"),
     RowSpec("dense-hnsw", "dense dual tower, faiss HNSW", "dense", backend="hnsw"),

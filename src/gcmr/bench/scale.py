@@ -218,7 +218,8 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
                 if hybrid:
                     note += ("; + the memory-mapped item embeddings, only the candidate rows "
                              "read per batch (page cache, not held by the process); the "
-                             "beam's coarse clusters expand the list to 100 candidates")
+                             f"beam's coarse clusters expand the list to "
+                             f"{RerankConfig().max_candidates} candidates")
                 memory_rows.append({
                     "method": name, "candidates": n, "model_bytes": model_bytes,
                     "ids_bytes": ids_bytes, "trie_bytes": trie_bytes, "embedding_bytes": 0,

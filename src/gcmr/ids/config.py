@@ -76,8 +76,10 @@ class IndexConfig(JsonConfig):
 
     scheme: str = "cart"  # cart | rq | hkmeans | atomic | random | avg (see gcmr.ids.SCHEMES)
     # --- sizes
-    num_clusters: int = 128  # K: coarse K-Means clusters (cart)
-    codebook_size: int = 128  # vectors per RQ codebook (one codebook per fine level)
+    # K: coarse K-Means clusters (cart); 0 = from N (gcmr.ids.schemes.sizes_for, cart only)
+    num_clusters: int = 128
+    # vectors per RQ codebook (one codebook per fine level); 0 = from N (cart only)
+    codebook_size: int = 128
     num_fine_levels: int = 2  # M: RQ levels after the coarse token (rq uses M + 1 levels)
     latent_dim: int = 64  # RQ-VAE latent / codebook vector dimension
     hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])  # MLP encoder widths
@@ -127,7 +129,7 @@ class IndexConfig(JsonConfig):
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first option with an impossible value."""
-        positive = ("num_clusters", "codebook_size", "num_fine_levels", "latent_dim",
+        positive = ("num_fine_levels", "latent_dim",
                     "kmeans_epochs", "kmeans_batch_size", "epochs", "batch_size",
                     "restart_threshold", "init_kmeans_rows", "kmeans_iters", "max_fit_items",
                     "encode_batch_size", "voken_length", "voken_codebook_size")
@@ -136,7 +138,7 @@ class IndexConfig(JsonConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"index option {name} must be a whole number >= 1, got {value!r}")
         for name in ("max_steps", "warmup_steps", "restart_interval", "hkmeans_branching",
-                     "random_code_size"):
+                     "random_code_size", "num_clusters", "codebook_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"index option {name} must be a whole number >= 0, got {value!r}")
@@ -153,6 +155,9 @@ class IndexConfig(JsonConfig):
         if not isinstance(self.text_encoder, str) or not self.text_encoder:
             raise ConfigError(f"index option text_encoder must be an encoder spec such as "
                               f"'minilm', got {self.text_encoder!r}")
+        if (self.num_clusters == 0 or self.codebook_size == 0) and self.scheme != "cart":
+            raise ConfigError(f"index option num_clusters / codebook_size 0 (sizes from N) "
+                              f"applies to --scheme cart only, not {self.scheme!r}")
         if self.hkmeans_branching == 1:
             raise ConfigError("index option hkmeans_branching must be >= 2 (or 0 = num_clusters)")
         if self.fit_view not in ("embeddings", "captions", "joint"):

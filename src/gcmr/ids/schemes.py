@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -104,6 +105,40 @@ def progress_task(show: bool, description: str, total: int) -> Iterator[Callable
     with progress(disable=not show) as bar:
         task = bar.add_task(description, total=total, info="")
         yield lambda done, info="": bar.update(task, completed=done, info=info)
+
+
+def _pow2(x: float, *, up: bool = False) -> int:
+    """The power of two nearest to ``x`` (``up``: the next one at or above it)."""
+    e = math.log2(max(x, 1.0))
+    return 1 << max(0, math.ceil(e - 1e-9) if up else round(e))
+
+
+def sizes_for(num_items: int, fine_levels: int) -> tuple[int, int]:
+    """The size rule of ``num_clusters = 0`` / ``codebook_size = 0``: ``(K, C)`` from the
+    number of items N. K = sqrt(N) rounded to a power of two, in [16, 1024]; C = the
+    ``fine_levels``-th root of 2 N / K (room for twice the items under a cluster) rounded up
+    to a power of two, in [4, 256]. So small corpora get small codebooks whose codes
+    many items share (ComGTIR: a larger codebook lowered R@1; GRACE / NCI use ~30 per
+    level) instead of 128 x 128 x 128 for 5,000 items. 5k -> 64 x 16 x 16; 100k -> 256 x 32 x
+    32; 1M -> 1024 x 64 x 64; 10M -> 1024 x 256 x 256."""
+    n = max(int(num_items), 1)
+    k = min(max(_pow2(math.sqrt(n)), 16), 1024)
+    c = min(max(_pow2((2.0 * n / k) ** (1.0 / max(fine_levels, 1)), up=True), 4), 256)
+    return k, c
+
+
+def rule_sizes(cfg: Any, num_items: int) -> tuple[int, int, dict[str, Any] | None]:
+    """``(num_clusters, codebook_size, record)``: the config's values, with a 0 replaced by
+    :func:`sizes_for` (``record`` says so for the manifest; None when neither is 0)."""
+    if cfg.num_clusters and cfg.codebook_size:
+        return cfg.num_clusters, cfg.codebook_size, None
+    k, c = sizes_for(num_items, cfg.num_fine_levels)
+    k, c = cfg.num_clusters or k, cfg.codebook_size or c
+    note(f"sizes from N = {num_items:,} items (num_clusters / codebook_size 0): "
+         f"K = {k}, codebook = {c}")
+    return k, c, {"rule": "K = pow2(sqrt N) in [16, 1024]; C = pow2_up((2N / K)^(1/M)) in "
+                          "[4, 256]", "num_items": int(num_items), "num_clusters": k,
+                  "codebook_size": c}
 
 
 def adapt_size(value: int, num_rows: int, option: str, what: str) -> int:
@@ -251,8 +286,9 @@ class CartScheme(IdScheme):
         cfg = self.config
         rows = fit_rows(len(emb), cfg.max_fit_items, cfg.seed)
         view = RowView(emb, rows)
-        k = adapt_size(cfg.num_clusters, len(rows), "num_clusters", "items")
-        c = adapt_size(cfg.codebook_size, len(rows), "codebook_size", "residuals")
+        k, c, rule = rule_sizes(cfg, len(emb))
+        k = adapt_size(k, len(rows), "num_clusters", "items")
+        c = adapt_size(c, len(rows), "codebook_size", "residuals")
         self.config_ = cfg.replace(num_clusters=k, codebook_size=c)
         steps = cfg.kmeans_epochs * -(-len(rows) // min(max(cfg.kmeans_batch_size, k), len(rows)))
         with progress_task(show_progress, "K-Means", steps) as update:
@@ -273,7 +309,8 @@ class CartScheme(IdScheme):
                                           batch_of=batch_of, num_rows=len(rows),
                                           show_progress=show_progress)
         self.dim_ = int(emb.shape[1])
-        self.fit_info_ = {"fit_items": len(rows), "kmeans": km_info, "rqvae": rq_info}
+        self.fit_info_ = {"fit_items": len(rows), "kmeans": km_info, "rqvae": rq_info,
+                          **({"size_rule": rule} if rule else {})}
         self.semantic_sizes_ = [k] + [c] * cfg.num_fine_levels
         return self
 

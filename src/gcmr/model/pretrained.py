@@ -164,7 +164,7 @@ class PretrainedQueryEncoder(nn.Module):
         except (OSError, ValueError) as exc:
             raise GcmrError(f"cannot load the pretrained query encoder from {path}: {exc}") \
                 from exc
-        missing, unexpected = self.backbone.load_state_dict(source.state_dict(), strict=False)
+        missing, _unexpected = self.backbone.load_state_dict(source.state_dict(), strict=False)
         if missing:
             raise GcmrError(f"{path}: pretrained weights lack {missing[:5]}")
 

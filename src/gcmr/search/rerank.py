@@ -9,8 +9,8 @@ item's embedding, and the list is reordered by the fused score
 
 The two terms live on very different scales (a cosine in [-1, 1], a sequence log-probability
 of a few nats), so ``logprob_weight`` is chosen on the validation split at the end of training
-(:func:`gcmr.evaluate.runner.choose_fusion_weight`) and saved in the model manifest (``rerank``), not guessed. With a
-candidate list as large as the corpus and weight 0, the hybrid ranking is exactly the dense
+(:func:`gcmr.evaluate.runner.choose_fusion_weight`) and saved in the model manifest
+(``rerank``), not guessed. With a candidate list as large as the corpus and weight 0, the hybrid ranking is exactly the dense
 ranking of the query head (tested). ``mode = "none"`` is pure generation (the papers' tables).
 
 Item vectors are read from the corpus's memory-mapped ``embeddings.npy``, only the candidate
@@ -43,16 +43,19 @@ class RerankConfig(JsonConfig):
 
     mode: str = "hybrid"  # hybrid | none (pure generation)
     logprob_weight: float = 0.0  # weight of the sequence log-probability in the fused score
-    # beam width (= candidates reranked) when the caller gives no beam; measured on the demo
-    # world: 10 -> R@1 0.831 / R@10 0.918 (509 q/s), 20 -> 0.860 / 0.959 (334 q/s), 30 ->
-    # 0.864 / 0.971 (204 q/s)
-    candidates: int = 20
+    # beam width when the caller gives no beam; the beam's items and their clusters'
+    # members (expand_depth, max_candidates) are reranked. Measured on the 5k world's hybrid
+    # model (benchmarks/results/hybrid, 2,000 test queries): beam 20 + 100 candidates R@1
+    # 0.767 / R@10 0.957; beam 10 + 100: 0.767 / 0.9425; beam 10 + 150: 0.7755 / 0.957;
+    # beam 10 + 200: 0.775 / 0.9585; beam 15 + 150: 0.7765 / 0.9665. A beam of 10 decodes
+    # about 1.6x faster than 20 (benchmarks/results/hybrid_scale)
+    candidates: int = 10
     # candidate expansion (PrefixExpander): the items sharing the first expand_depth codes of
     # a beam's identifier join the list, at most max_candidates in all (0 = off). Measured on
     # the 5k world (benchmarks/results/hybrid): depth 1 (the coarse cluster), 100 candidates
     # takes R@1 0.7345 -> 0.767 and R@10 0.898 -> 0.957; depth 2 or 3 adds almost nothing
     expand_depth: int = 1
-    max_candidates: int = 100
+    max_candidates: int = 150
     # embeddings: cosine of the query head's vector and the item's media embedding; captions:
     # max cosine of a pretrained query encoder's sentence vector over the item's caption
     # vectors (CaptionVectors; for media embeddings not aligned with text). Chosen on the val
@@ -248,29 +251,41 @@ class PrefixExpander:
         out_rows = np.full((q, width), -1, dtype=np.int64)
         out_logp = np.full((q, width), -np.inf, dtype=np.float32)
         valid = rows >= 0
+        # the beam's own items first, in generation order (padding compacted away)
+        own = np.cumsum(valid, axis=1) - 1
+        qi, bj = np.nonzero(valid)
+        out_rows[qi, own[qi, bj]] = rows[qi, bj]
+        out_logp[qi, own[qi, bj]] = logprobs[qi, bj]
+        n_own = valid.sum(axis=1)
+        # one group per distinct prefix of a row, in the order of its first beam
         keys = np.where(valid, self._keys[np.maximum(rows, 0)], -1)
-        lo = np.searchsorted(self.sorted_keys, keys, side="left")
-        hi = np.searchsorted(self.sorted_keys, keys, side="right")
-        for i in range(q):
-            picked = [r for r in rows[i] if r >= 0]
-            scores = [s for r, s in zip(rows[i], logprobs[i]) if r >= 0]
-            seen = set(picked)
-            done_keys: set[int] = set()
-            for j in range(w):
-                if len(picked) >= width:
-                    break
-                if not valid[i, j] or keys[i, j] in done_keys:
-                    continue
-                done_keys.add(int(keys[i, j]))
-                for member in self.order[lo[i, j]:hi[i, j]]:
-                    if member not in seen:
-                        seen.add(member)
-                        picked.append(int(member))
-                        scores.append(float(logprobs[i, j]))
-                        if len(picked) >= width:
-                            break
-            out_rows[i, :len(picked)] = picked
-            out_logp[i, :len(scores)] = scores
+        first = valid.copy()
+        for j in range(1, w):  # W is the beam width (tens): mark repeats of earlier keys
+            first[:, j] &= ~(keys[:, :j] == keys[:, j:j + 1]).any(axis=1)
+        gi, gj = np.nonzero(first)  # row-major: rows in order, beams in order within a row
+        if len(gi) == 0:
+            return out_rows, out_logp
+        lo = np.searchsorted(self.sorted_keys, keys[gi, gj], side="left")
+        hi = np.searchsorted(self.sorted_keys, keys[gi, gj], side="right")
+        # each group contributes at most `width` members (no row can take more)
+        counts = np.minimum(hi - lo, width)
+        total = int(counts.sum())
+        group = np.repeat(np.arange(len(gi)), counts)
+        offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        members = self.order[lo[group] + offset]
+        owner = gi[group]
+        # drop members that are the row's own beam items
+        n_items = len(self._keys)
+        beam_keys = np.unique(qi.astype(np.int64) * n_items + rows[qi, bj])
+        keep = ~np.isin(owner.astype(np.int64) * n_items + members, beam_keys,
+                        assume_unique=False)
+        members, owner, group = members[keep], owner[keep], group[keep]
+        # position in the row: after its own items, in generation order; bounded by width
+        row_start = np.searchsorted(owner, np.arange(q), side="left")
+        pos = n_own[owner] + np.arange(len(owner)) - row_start[owner]
+        fits = pos < width
+        out_rows[owner[fits], pos[fits]] = members[fits]
+        out_logp[owner[fits], pos[fits]] = logprobs[gi[group[fits]], gj[group[fits]]]
         return out_rows, out_logp
 
 

@@ -87,7 +87,8 @@ def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: 
 
 def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int | None,
                 device: torch.device | str = "cpu", batch_size: int = 256,
-                row_map: np.ndarray | None = None, item_vectors: ItemVectors | CaptionVectors | None = None,
+                row_map: np.ndarray | None = None,
+                item_vectors: ItemVectors | CaptionVectors | None = None,
                 logprob_weight: float = 0.0, expander: PrefixExpander | None = None,
                 max_candidates: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Ranked ``(scores float32 [Q, k], rows int64 [Q, k])``, -inf / -1 padding.
