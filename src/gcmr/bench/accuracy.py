@@ -104,8 +104,8 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
               model_of="avg")
       for b in AVG_BEAMS),
     RowSpec("cart-hybrid",
-            "CART + query head, hybrid search (the default: beam 20 + its clusters, 100 "
-            "candidates)", "generative", (("scheme", "cart"),), _HYBRID_TRAIN, rerank="hybrid", beam=20),
+            "CART + query head, hybrid search (beam 20 + its clusters, the model's saved "
+            "candidate count)", "generative", (("scheme", "cart"),), _HYBRID_TRAIN, rerank="hybrid", beam=20),
     RowSpec("cart-hybrid-gen", "CART + query head, pure generation (--rerank none)",
             "generative", (("scheme", "cart"),), _HYBRID_TRAIN, rerank="none",
             model_of="cart-hybrid"),
