@@ -32,7 +32,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys) -> None:
 
 def test_demo_model_defaults_are_cpu_sized() -> None:
     args = build_parser().parse_args(["demo"])
-    assert (args.items, args.epochs) == (2000, 6)
+    assert (args.items, args.epochs) == (2000, 5)
     assert args.d_model is None  # the demo preset applies unless a flag overrides it
     assert args.preset == "demo" and args.lr is None  # lr: the preset's
     from gcmr.train.config import load_preset

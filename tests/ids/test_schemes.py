@@ -144,7 +144,9 @@ def test_max_fit_items_subsample(small_corpus, fast_config):
 
 def test_bad_options_name_the_option(small_corpus):
     with pytest.raises(ConfigError, match="codebook_size"):
-        IndexConfig(codebook_size=0)
+        IndexConfig(codebook_size=-1)  # 0 is the size rule (cart), negative is refused
+    with pytest.raises(ConfigError, match="codebook_size"):
+        IndexConfig(scheme="rq", codebook_size=0)
     with pytest.raises(ConfigError, match="unknown scheme 'nope'.*cart"):
         build_index(small_corpus, IndexConfig(scheme="nope"), show_progress=False)
     with pytest.raises(ConfigError, match="unknown field"):

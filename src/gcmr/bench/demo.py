@@ -72,7 +72,7 @@ class DemoResult:
                 for m, v in self.metrics.items()]
 
 
-def run_demo(work: str | Path, *, items: int = 2000, dim: int = 1024, epochs: int = 6,
+def run_demo(work: str | Path, *, items: int = 2000, dim: int = 1024, epochs: int = 5,
              lr: float | None = None, threads: int = 0, seed: int = 0,
              model_options: dict[str, Any] | None = None,
              preset: str | Path | dict[str, Any] = DEMO_PRESET, show_progress: bool = True,

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="work directory to keep (default: a temporary one)")
     p.add_argument("--items", type=positive_int, default=2000, help="items (default 2000)")
     p.add_argument("--dim", type=positive_int, default=1024, help="embedding dim (default 1024)")
-    p.add_argument("--epochs", type=positive_int, default=6, help="training epochs (default 6)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="training epochs (default 5)")
     add_preset_option(p, default=DEMO_PRESET, overridden_by="--lr and the model flags")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default: the preset's; {demo['train']['lr']:g} "
