@@ -14,6 +14,7 @@
 #   bash benchmarks/run_bench.sh pretrained # frozen MiniLM query encoder rows (~10 min)
 #   bash benchmarks/run_bench.sh fit-view   # identifiers fitted on caption / joint views (~25 min)
 #   bash benchmarks/run_bench.sh defaults   # every default on the 5k world, timed (~25 min)
+#   bash benchmarks/run_bench.sh size-rule  # CART sizes from N vs the fixed 128s (~15 min)
 #
 # Generated worlds, indexes and models go to $WORK (default /tmp/gcmr-bench; reused by a
 # re-run, so an interrupted run continues where it stopped). Results go to $OUT (default
@@ -132,6 +133,12 @@ if [ "$WHAT" = all ] || [ "$WHAT" = fit-view ]; then
   # with the MiniLM and the from-scratch encoders -> $OUT/fit_view/
   gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/fit_view" --threads 2 "${common[@]}" \
     --rows cart-minilm-capview,cart-minilm-capview-gen,cart-hybrid-capview,cart-hybrid-capview-gen,cart-minilm-joint,cart-minilm-joint-gen,dense-exact,oracle
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = size-rule ]; then
+  # CART sizes from N (--clusters 0 --codebook-size 0) beside the fixed 128s -> $OUT/size_rule/
+  gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/size_rule" --threads 1 "${common[@]}" \
+    --rows cart-hybrid-sized,cart-hybrid-sized-gen,cart-minilm-joint-sized,cart-minilm-joint-sized-gen,cart-minilm-joint,cart-minilm-joint-gen,dense-exact,oracle
 fi
 
 if [ "$WHAT" = defaults ]; then
