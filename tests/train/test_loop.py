@@ -175,3 +175,20 @@ def test_dense_tower_uses_the_loop(tiny_corpus: Path, tmp_path: Path) -> None:
     got = evaluate(load_searcher(out, device="cpu"), load_corpus(tiny_corpus), "test", k=10,
                    max_queries=10)["metrics"]
     assert np.isclose(got["MRR@10"], manifest["best_metrics"]["MRR@10"], atol=1e-4)
+
+
+def test_an_interrupted_checkpoint_swap_is_rolled_back(tmp_path) -> None:
+    """Killed between the two renames of a checkpoint replace (the fallback swap): the old
+    checkpoint sits in a hidden .old directory; resuming puts it back instead of starting
+    over (and losing it)."""
+    from gcmr.train.checkpoint import CHECKPOINT
+    from gcmr.train.loop import _has_checkpoint
+
+    run = tmp_path / "model"
+    (run / CHECKPOINT).mkdir(parents=True)
+    (run / CHECKPOINT / "state.json").write_text("{}")
+    (run / CHECKPOINT).rename(run / f".{CHECKPOINT}.old-abc123")
+    assert not (run / CHECKPOINT).exists()
+    assert _has_checkpoint(run)
+    assert (run / CHECKPOINT / "state.json").is_file()
+    assert not list(run.glob(f".{CHECKPOINT}.old-*"))

@@ -8,9 +8,10 @@ without a traceback and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import gcmr
 from gcmr.errors import GcmrError
@@ -40,6 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """gcmr's own warnings (an unfinished model, degenerate data) print as one line
+    ``gcmr VERB: warning: ...`` on stderr instead of Python's file:line format; other
+    libraries' warnings keep theirs."""
+    import warnings
+
+    from gcmr.artifacts import ArtifactWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, ArtifactWarning) or category.__module__.startswith("gcmr"):
+            print(f"gcmr {command}: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        result = args.func(args)
+        with _one_line_warnings(args.command):
+            result = args.func(args)
     except GcmrError as exc:
         print(f"gcmr {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -257,6 +257,10 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def _has_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds a complete checkpoint; an interrupted checkpoint swap (killed
+    between its renames, where the atomic exchange is not available) is rolled back first."""
+    if path.is_dir():
+        recover(path / CHECKPOINT)
     return (path / CHECKPOINT / "state.json").is_file()
 
 
