@@ -321,26 +321,24 @@ def c_corpus_json_wrong_count(e: Env) -> Outcome:
     return cli("validate", w)
 
 
-def _split(w: Path, name: str) -> Path:
-    return w / "queries" / f"{name}.jsonl"
+def _with_query(e: Env, tag: str, split: str, line: int, query: dict) -> Path:
+    """A copy of the world whose ``split`` has ``query`` at (0-based) ``line``."""
+    w = e.copy(e.world, tag)
+    p = w / "queries" / f"{split}.jsonl"
+    lines = p.read_text(encoding="utf-8").splitlines()
+    lines[line] = json.dumps(query)
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return w
 
 
 def c_empty_query_in_split(e: Env) -> Outcome:
-    w = e.copy(e.world, "emptyquery")
-    p = _split(w, "test")
-    lines = p.read_text(encoding="utf-8").splitlines()
-    lines[2] = json.dumps({"text": "", "relevant": ["item-0000018"]})
-    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return cli("validate", w)
+    return cli("validate", _with_query(e, "emptyquery", "test", 2,
+                                       {"text": "", "relevant": ["item-0000018"]}))
 
 
 def c_unknown_relevant(e: Env) -> Outcome:
-    w = e.copy(e.world, "unknownrel")
-    p = _split(w, "val")
-    lines = p.read_text(encoding="utf-8").splitlines()
-    lines[0] = json.dumps({"text": "a dog", "relevant": ["item-9999999"]})
-    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return cli("validate", w)
+    return cli("validate", _with_query(e, "unknownrel", "val", 0,
+                                       {"text": "a dog", "relevant": ["item-9999999"]}))
 
 
 def c_empty_items(e: Env) -> Outcome:
@@ -358,7 +356,7 @@ def c_items_not_utf8(e: Env) -> Outcome:
 
 def c_eval_empty_split(e: Env) -> Outcome:
     w = e.copy(e.world, "emptysplit")
-    _split(w, "test").write_text("", encoding="utf-8")
+    (w / "queries" / "test.jsonl").write_text("", encoding="utf-8")
     return cli("eval", e.model, "--corpus", w, "--split", "test",
                "--out", e.path("emptysplit.json"))
 

@@ -36,6 +36,22 @@ def make_corpus(path: Path, *, n: int = 40, dim: int = 16, seed: int = 0, **kwar
                         queries=queries, name="tiny", modality="image", **kwargs)
 
 
+class BagOfWords:
+    """A deterministic stand-in text encoder (for the caption matcher): word counts over a
+    fixed vocabulary."""
+
+    def __init__(self, vocab: list[str]) -> None:
+        self.vocab = {w: i for i, w in enumerate(vocab)}
+
+    def encode_text(self, texts):
+        out = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                if w in self.vocab:
+                    out[i, self.vocab[w]] += 1
+        return out + 1e-3  # no all-zero rows
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     return make_corpus(tmp_path / "corpus")

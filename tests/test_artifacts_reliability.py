@@ -32,6 +32,7 @@ from gcmr.cli import main
 from gcmr.corpus import corpus_fingerprint, load_corpus
 from gcmr.errors import ArtifactError, CorpusError
 from gcmr.ids import IndexConfig, build_index, load_index
+from tests.conftest import make_corpus
 
 FMT = "test-artifact"
 TINY_MODEL = {"d_model": 16, "n_heads": 2, "d_ff": 32, "encoder_layers": 1, "decoder_layers": 1}
@@ -77,6 +78,17 @@ def kill_after_first_rename(mp: pytest.MonkeyPatch, final: Path) -> None:
     mp.setattr(artifacts.os, "replace", replace)
 
 
+def interrupted_replace(final: Path) -> Path:
+    """Write ``final`` ("old"), then a replacement ("new") killed right after its first
+    rename; returns ``final``."""
+    write_artifact(final, "old")
+    with pytest.MonkeyPatch.context() as mp:
+        kill_after_first_rename(mp, final)
+        with pytest.raises(Killed):
+            write_artifact(final, "new")
+    return final
+
+
 # ----------------------------------------------------------------------------- atomic_dir
 
 
@@ -112,12 +124,7 @@ def test_replacement_is_one_atomic_exchange_so_final_never_disappears(tmp_path: 
 
 
 def test_kill_between_the_two_renames_is_recovered_on_load(tmp_path: Path) -> None:
-    final = tmp_path / "art"
-    write_artifact(final, "old")
-    with pytest.MonkeyPatch.context() as mp:
-        kill_after_first_rename(mp, final)
-        with pytest.raises(Killed):
-            write_artifact(final, "new")
+    final = interrupted_replace(tmp_path / "art")
     # what a kill there leaves: no final path, the old one and the new one hidden beside it
     assert not final.exists()
     names = siblings(final)
@@ -128,12 +135,7 @@ def test_kill_between_the_two_renames_is_recovered_on_load(tmp_path: Path) -> No
 
 
 def test_kill_between_the_two_renames_is_recovered_by_the_next_write(tmp_path: Path) -> None:
-    final = tmp_path / "art"
-    write_artifact(final, "old")
-    with pytest.MonkeyPatch.context() as mp:
-        kill_after_first_rename(mp, final)
-        with pytest.raises(Killed):
-            write_artifact(final, "new")
+    final = interrupted_replace(tmp_path / "art")
     with pytest.raises(ArtifactError, match="already exists"):  # the old one is back
         write_artifact(final, "again", overwrite=False)
     write_artifact(final, "again")
@@ -167,12 +169,7 @@ def test_training_refuses_to_write_over_a_model_whose_swap_was_interrupted(tmp_p
     deleting the hidden old one later."""
     from gcmr.train.loop import refuse_existing
 
-    final = tmp_path / "art"
-    write_artifact(final, "old")
-    with pytest.MonkeyPatch.context() as mp:
-        kill_after_first_rename(mp, final)
-        with pytest.raises(Killed):
-            write_artifact(final, "new")
+    final = interrupted_replace(tmp_path / "art")
     with pytest.raises(ArtifactError, match="already exists"):
         refuse_existing(final, resume=False, overwrite=False)
     assert content(final) == "old"
@@ -224,24 +221,8 @@ def test_recover_ignores_other_names_and_missing_parents(tmp_path: Path) -> None
 
 def write_small_corpus(path: Path, *, n: int = 40, seed: int = 0, overwrite: bool = False
                        ) -> Path:
-    """A small valid corpus: clustered unit embeddings, two captions per item, train/test
-    queries (the shape of tests/conftest.py's ``make_corpus``)."""
-    from gcmr.corpus import Query, write_corpus
-
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 4
-    emb = rng.normal(size=(4, 16))[labels] + 0.3 * rng.normal(size=(n, 16))
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    ids = [f"item{i:04d}" for i in range(n)]
-    words = ["red", "blue", "green", "gold"]
-    captions = [[f"a photo of a {words[labels[i]]} thing number {i}", f"{words[labels[i]]} {i}"]
-                for i in range(n)]
-    queries = {
-        "train": [Query(f"the {words[labels[i]]} one {i}", (ids[i],)) for i in range(0, n, 2)],
-        "test": [Query(f"{words[labels[i]]} item {i}", (ids[i],)) for i in range(1, n, 2)],
-    }
-    return write_corpus(path, ids=ids, captions=captions, embeddings=emb.astype(np.float32),
-                        queries=queries, name="tiny", modality="image", overwrite=overwrite)
+    """A small valid corpus (tests/conftest.py's ``make_corpus``)."""
+    return make_corpus(path, n=n, seed=seed, overwrite=overwrite)
 
 
 def test_a_corpus_overwrite_killed_between_renames_is_recovered_on_load(tmp_path: Path):

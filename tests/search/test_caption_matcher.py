@@ -9,21 +9,7 @@ from gcmr.corpus import load_corpus
 from gcmr.errors import ConfigError
 from gcmr.search import Searcher
 from gcmr.search.caption_matcher import CaptionMatcher
-
-
-class BagOfWords:
-    """A deterministic stand-in text encoder: word counts over a fixed vocabulary."""
-
-    def __init__(self, vocab: list[str]) -> None:
-        self.vocab = {w: i for i, w in enumerate(vocab)}
-
-    def encode_text(self, texts):
-        out = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                if w in self.vocab:
-                    out[i, self.vocab[w]] += 1
-        return out + 1e-3  # no all-zero rows
+from tests.conftest import BagOfWords
 
 
 def test_scores_are_the_best_caption_cosine(tiny_corpus) -> None:

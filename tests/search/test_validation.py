@@ -24,24 +24,10 @@ from gcmr.search.base import (
     snippet,
 )
 from gcmr.search.caption_matcher import CaptionMatcher
+from tests.conftest import BagOfWords
 
 LEGACY_CORPUS = Path(__file__).parents[1] / "fixtures" / "legacy_v0_1" / "corpus"
 SMALL = {"d_model": 16, "n_heads": 2, "d_ff": 32, "encoder_layers": 1}
-
-
-class BagOfWords:
-    """A deterministic stand-in text encoder for the caption matcher: word counts."""
-
-    def __init__(self, vocab: list[str]) -> None:
-        self.vocab = {w: i for i, w in enumerate(vocab)}
-
-    def encode_text(self, texts):
-        out = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                if w in self.vocab:
-                    out[i, self.vocab[w]] += 1
-        return out + 1e-3
 
 
 @pytest.fixture(scope="module")

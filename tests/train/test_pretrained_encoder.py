@@ -12,38 +12,25 @@ import pytest
 import torch
 
 from gcmr.artifacts import load_tensors
-from gcmr.corpus import load_corpus
 from gcmr.errors import ConfigError
-from gcmr.ids import IndexConfig, build_index
 from gcmr.model.pretrained import FeatureCache, resolve_source
 from gcmr.search.rerank import CaptionVectors
 from gcmr.search.retriever import Retriever
 from gcmr.train import TrainConfig, train
+from tests.train.test_trainer import tiny_train_config
 
 MODEL = {"d_model": 32, "n_heads": 2, "d_ff": 64, "encoder_layers": 2, "decoder_layers": 1,
          "dropout": 0.1}
 
 
 def config(bert: Path, cache: Path, **changes) -> TrainConfig:
-    base: dict = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "val_split": "test",
-                  "max_val_queries": 20, "val_beam": 5, "warmup_epochs": 0.5,
-                  "query_encoder": str(bert), "feature_cache": str(cache)}
-    base.update(changes)
-    return TrainConfig(**base)
-
-
-@pytest.fixture
-def index_dir(tiny_corpus: Path, tmp_path: Path) -> Path:
-    corpus = load_corpus(tiny_corpus)
-    cfg = IndexConfig(num_clusters=4, codebook_size=4, latent_dim=8, hidden_dims=[16],
-                      epochs=2, max_steps=10, batch_size=16)
-    return build_index(corpus, cfg, show_progress=False).save(tmp_path / "index")
+    return tiny_train_config(query_encoder=str(bert), feature_cache=str(cache), **changes)
 
 
 def test_frozen_encoder_trains_caches_and_loads_self_contained(
-        index_dir: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
+        tiny_index: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    train(index_dir, tmp_path / "m", config=config(tiny_bert_dir, cache), model_options=MODEL,
+    train(tiny_index, tmp_path / "m", config=config(tiny_bert_dir, cache), model_options=MODEL,
           show_progress=False)
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     spec = manifest["model_config"]["pretrained"]
@@ -157,11 +144,11 @@ def test_caption_vectors_with_all_candidates_equal_max_over_captions() -> None:
                 assert got[i, j] == pytest.approx(ref, abs=1e-5)
 
 
-def test_finetune_trains_the_encoder_at_its_own_rate(index_dir: Path, tiny_bert_dir: Path,
+def test_finetune_trains_the_encoder_at_its_own_rate(tiny_index: Path, tiny_bert_dir: Path,
                                                      tmp_path: Path) -> None:
     cfg = config(tiny_bert_dir, tmp_path / "cache", finetune_encoder=True, encoder_lr=1e-4,
                  epochs=1, val_split=None, dense_weight=0.0)
-    train(index_dir, tmp_path / "m", config=cfg, model_options=MODEL, show_progress=False)
+    train(tiny_index, tmp_path / "m", config=cfg, model_options=MODEL, show_progress=False)
     weights = load_tensors(tmp_path / "m" / "model.safetensors")
     source = load_tensors(tiny_bert_dir / "model.safetensors")
     key = "encoder.layer.0.attention.self.query.weight"

@@ -12,8 +12,6 @@ import torch
 from gcmr.artifacts import load_tensors
 from gcmr.cli import main
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
-from gcmr.ids import IndexConfig, build_index
-from gcmr.corpus import load_corpus
 from gcmr.search import load_searcher
 from gcmr.search.retriever import Retriever
 from gcmr.train import TrainConfig, train
@@ -27,15 +25,6 @@ def tiny_train_config(**changes) -> TrainConfig:
                 max_val_queries=20, val_beam=5, warmup_epochs=0.5)
     base.update(changes)
     return TrainConfig(**base)
-
-
-@pytest.fixture
-def tiny_index(tiny_corpus: Path, tmp_path: Path) -> Path:
-    corpus = load_corpus(tiny_corpus)
-    config = IndexConfig(num_clusters=4, codebook_size=4, latent_dim=8, hidden_dims=[16],
-                         epochs=2, max_steps=10, batch_size=16)
-    index = build_index(corpus, config, show_progress=False)
-    return index.save(tmp_path / "index")
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

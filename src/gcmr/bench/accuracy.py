@@ -76,6 +76,17 @@ _MINILM_TRAIN = (("dense_weight", 1.0), ("query_encoder", "minilm"))
 _CAPVIEW = (("fit_view", "captions"), ("scheme", "cart"))
 _JOINT = (("fit_view", "joint"), ("scheme", "cart"))
 _SIZED = (("codebook_size", 0), ("num_clusters", 0), ("scheme", "cart"))
+_SIZED_JOINT = (("codebook_size", 0), ("fit_view", "joint"), ("num_clusters", 0),
+                ("scheme", "cart"))
+
+
+def _hybrid_pair(name: str, label: str, index: tuple, train: tuple, *, beam: int = 0,
+                 gen_label: str = "the same, pure generation") -> tuple[RowSpec, RowSpec]:
+    """A model with a query head searched two ways: ``name`` (hybrid) and ``name-gen`` (pure
+    generation, the same trained model)."""
+    return (RowSpec(name, label, "generative", index, train, rerank="hybrid", beam=beam),
+            RowSpec(f"{name}-gen", gen_label, "generative", index, train, rerank="none",
+                    model_of=name))
 AVG_BEAMS = (1, 5, 20, 30)
 
 
@@ -103,46 +114,22 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
     *(RowSpec(f"avg-beam{b}", f"AVG beam {b}", "generative", _AVG, _AVG_TRAIN, beam=b,
               model_of="avg")
       for b in AVG_BEAMS),
-    RowSpec("cart-hybrid",
-            "CART + query head, hybrid search (beam 20 + its clusters, the model's saved "
-            "candidate count)", "generative", (("scheme", "cart"),), _HYBRID_TRAIN, rerank="hybrid", beam=20),
-    RowSpec("cart-hybrid-gen", "CART + query head, pure generation (--rerank none)",
-            "generative", (("scheme", "cart"),), _HYBRID_TRAIN, rerank="none",
-            model_of="cart-hybrid"),
-    RowSpec("cart-minilm",
-            "CART + frozen MiniLM query encoder, hybrid search (--query-encoder minilm)",
-            "generative", (("scheme", "cart"),), _MINILM_TRAIN, rerank="hybrid", beam=20),
-    RowSpec("cart-minilm-gen", "CART + frozen MiniLM query encoder, pure generation",
-            "generative", (("scheme", "cart"),), _MINILM_TRAIN, rerank="none",
-            model_of="cart-minilm"),
-    RowSpec("cart-hybrid-capview",
-            "CART + query head, identifiers fitted on caption vectors (--fit-view captions)",
-            "generative", _CAPVIEW, _HYBRID_TRAIN, rerank="hybrid", beam=20),
-    RowSpec("cart-hybrid-capview-gen", "the same, pure generation", "generative", _CAPVIEW,
-            _HYBRID_TRAIN, rerank="none", model_of="cart-hybrid-capview"),
-    RowSpec("cart-minilm-capview",
-            "CART + frozen MiniLM encoder, identifiers fitted on caption vectors",
-            "generative", _CAPVIEW, _MINILM_TRAIN, rerank="hybrid", beam=20),
-    RowSpec("cart-minilm-capview-gen", "the same, pure generation", "generative", _CAPVIEW,
-            _MINILM_TRAIN, rerank="none", model_of="cart-minilm-capview"),
-    RowSpec("cart-minilm-joint",
-            "CART + frozen MiniLM encoder, identifiers fitted on media + caption vectors",
-            "generative", _JOINT, _MINILM_TRAIN, rerank="hybrid", beam=20),
-    RowSpec("cart-minilm-joint-gen", "the same, pure generation", "generative", _JOINT,
-            _MINILM_TRAIN, rerank="none", model_of="cart-minilm-joint"),
-    RowSpec("cart-hybrid-sized",
-            "CART + query head, sizes from N (--clusters 0 --codebook-size 0)", "generative",
-            _SIZED, _HYBRID_TRAIN, rerank="hybrid"),
-    RowSpec("cart-hybrid-sized-gen", "the same, pure generation", "generative", _SIZED,
-            _HYBRID_TRAIN, rerank="none", model_of="cart-hybrid-sized"),
-    RowSpec("cart-minilm-joint-sized",
-            "CART + frozen MiniLM, joint identifiers, sizes from N", "generative",
-            (("codebook_size", 0), ("fit_view", "joint"), ("num_clusters", 0),
-             ("scheme", "cart")), _MINILM_TRAIN, rerank="hybrid"),
-    RowSpec("cart-minilm-joint-sized-gen", "the same, pure generation", "generative",
-            (("codebook_size", 0), ("fit_view", "joint"), ("num_clusters", 0),
-             ("scheme", "cart")), _MINILM_TRAIN, rerank="none",
-            model_of="cart-minilm-joint-sized"),
+    *_hybrid_pair("cart-hybrid", "CART + query head, hybrid search (beam 20 + its clusters, "
+                  "the model's saved candidate count)", (("scheme", "cart"),), _HYBRID_TRAIN,
+                  beam=20, gen_label="CART + query head, pure generation (--rerank none)"),
+    *_hybrid_pair("cart-minilm", "CART + frozen MiniLM query encoder, hybrid search "
+                  "(--query-encoder minilm)", (("scheme", "cart"),), _MINILM_TRAIN, beam=20,
+                  gen_label="CART + frozen MiniLM query encoder, pure generation"),
+    *_hybrid_pair("cart-hybrid-capview", "CART + query head, identifiers fitted on caption "
+                  "vectors (--fit-view captions)", _CAPVIEW, _HYBRID_TRAIN, beam=20),
+    *_hybrid_pair("cart-minilm-capview", "CART + frozen MiniLM encoder, identifiers fitted on "
+                  "caption vectors", _CAPVIEW, _MINILM_TRAIN, beam=20),
+    *_hybrid_pair("cart-minilm-joint", "CART + frozen MiniLM encoder, identifiers fitted on "
+                  "media + caption vectors", _JOINT, _MINILM_TRAIN, beam=20),
+    *_hybrid_pair("cart-hybrid-sized", "CART + query head, sizes from N (--clusters 0 "
+                  "--codebook-size 0)", _SIZED, _HYBRID_TRAIN),
+    *_hybrid_pair("cart-minilm-joint-sized", "CART + frozen MiniLM, joint identifiers, sizes "
+                  "from N", _SIZED_JOINT, _MINILM_TRAIN),
     RowSpec("caption-matcher", "caption matcher (offline MiniLM, no training)", "caption"),
     RowSpec("dense-exact", "dense dual tower, exact search", "dense", backend="exact"),
     RowSpec("dense-hnsw", "dense dual tower, faiss HNSW", "dense", backend="hnsw"),

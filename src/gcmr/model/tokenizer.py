@@ -28,17 +28,31 @@ class QueryTokenizer:
     names its position in the batch.
     """
 
+    pad_tokens: tuple[str, ...] = (PAD,)  # the first one the vocabulary has pads
+    what = ""  # names the tokenizer in errors ("T5 tokenizer ...")
+
     def __init__(self, tokenizer) -> None:  # tokenizers.Tokenizer
+        name = f"{self.what} tokenizer".lstrip()
         trunc = tokenizer.truncation
         if not trunc or "max_length" not in trunc:
-            raise ArtifactError("tokenizer has no truncation length; was it saved by gcmr?")
-        pad_id = tokenizer.token_to_id(PAD)
-        if pad_id is None:
-            raise ArtifactError(f"tokenizer has no {PAD} token; was it saved by gcmr?")
+            raise ArtifactError(f"{name} has no truncation length; {self._origin_hint()}")
+        pad = self._pad_token(tokenizer)
+        if pad is None:
+            tokens = " / ".join(self.pad_tokens)
+            raise ArtifactError(f"{name} has no {tokens} token; {self._origin_hint()}")
         self._tok = tokenizer
         self.max_length = int(trunc["max_length"])
-        self.pad_id = int(pad_id)
-        self._tok.enable_padding(pad_id=self.pad_id, pad_token=PAD)  # pad to the batch's longest
+        self.pad_id = int(tokenizer.token_to_id(pad))
+        self._tok.enable_padding(pad_id=self.pad_id, pad_token=pad)  # pad to the batch's longest
+
+    @classmethod
+    def _origin_hint(cls) -> str:
+        return "was it saved by gcmr?"
+
+    @classmethod
+    def _pad_token(cls, tokenizer) -> str | None:
+        return next((name for name in cls.pad_tokens if tokenizer.token_to_id(name) is not None),
+                    None)
 
     @property
     def vocab_size(self) -> int:
@@ -149,27 +163,12 @@ class PretrainedQueryTokenizer(QueryTokenizer):
     ``max_length``, ``save`` / ``load``); truncation is set to the query length and padding to
     the batch's longest query."""
 
-    pad_tokens: tuple[str, ...] = ("[PAD]", "<pad>")  # the first the vocabulary has is used
+    pad_tokens: tuple[str, ...] = ("[PAD]", "<pad>")
     what = "pretrained"
 
-    def __init__(self, tokenizer) -> None:  # tokenizers.Tokenizer
-        trunc = tokenizer.truncation
-        if not trunc or "max_length" not in trunc:
-            raise ArtifactError(f"{self.what} tokenizer has no truncation length; build it "
-                                f"with {type(self).__name__}.from_source")
-        pad = self._pad_token(tokenizer)
-        if pad is None:
-            raise ArtifactError(f"{self.what} tokenizer has none of the pad tokens "
-                                f"{list(self.pad_tokens)}")
-        self._tok = tokenizer
-        self.max_length = int(trunc["max_length"])
-        self.pad_id = int(tokenizer.token_to_id(pad))
-        self._tok.enable_padding(pad_id=self.pad_id, pad_token=pad)
-
     @classmethod
-    def _pad_token(cls, tokenizer) -> str | None:
-        return next((name for name in cls.pad_tokens if tokenizer.token_to_id(name) is not None),
-                    None)
+    def _origin_hint(cls) -> str:
+        return f"build it with {cls.__name__}.from_source"
 
     @classmethod
     def from_source(cls, source: str | Path, *, max_length: int = 32):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from gcmr.config import JsonConfig
-from gcmr.errors import ConfigError, CorpusError
+from gcmr.errors import ArtifactError, ConfigError, CorpusError
 
 RERANK_MODES = ("hybrid", "none")
 # what candidates are scored against: the corpus's media embeddings by the query head, or the
@@ -140,7 +140,6 @@ class CaptionVectors:
     @classmethod
     def open(cls, model_dir: str | Path, num_items: int) -> CaptionVectors:
         """The caption vectors a training run saved in ``model_dir``."""
-        from gcmr.errors import ArtifactError
         from gcmr.model.io import CAPTION_OFFSETS, CAPTION_VECTORS
 
         paths = [Path(model_dir) / CAPTION_VECTORS, Path(model_dir) / CAPTION_OFFSETS]

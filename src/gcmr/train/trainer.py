@@ -184,9 +184,9 @@ def _validator(config: TrainConfig, corpus: Any, index: Any, tokenizer: Any, wor
             searcher = Retriever(model, tokenizer, index, {}, path=work, device=device)
             return evaluate(searcher, corpus, split, k=10, beam=config.val_beam,
                             max_queries=config.max_val_queries, seed=config.seed)["metrics"]
-        logp, rows, cos, relevant = _val_candidates(model, tokenizer, index, corpus, config,
-                                                    split, device,
-                                                    width=max(config.val_beam, 10))
+        logp, rows, cos, relevant, _ = _val_candidates(model, tokenizer, index, corpus,
+                                                       config, split, device,
+                                                       width=max(config.val_beam, 10))
         hybrid = retrieval_metrics(rank(fuse(cos, logp, 0.0), rows, 10)[1], relevant)
         generative = retrieval_metrics(rows[:, :10], relevant)
         return {**hybrid, **{f"gen_{k}": v for k, v in generative.items()}}
@@ -202,27 +202,25 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
     also chooses what candidates are scored against (``item_vectors``): the media embeddings
     (query head) or the caption vectors in ``work`` (text space), by the same metric."""
     from gcmr.evaluate.runner import choose_fusion_weight
-    from gcmr.search.rerank import CaptionVectors, ItemVectors, RerankConfig, expander_for
+    from gcmr.search.rerank import CaptionVectors, RerankConfig, expander_for
 
     split = validation_split(corpus, config)
     defaults = RerankConfig()  # the candidate list the search will rerank
     if split is None:
         return {**defaults.to_dict(), "chosen_on": None}
-    sources = {"embeddings": ItemVectors(corpus.embeddings)}
-    if model.config.pretrained and work is not None:
-        sources["captions"] = CaptionVectors.open(work, index.num_items)
     was_training = model.training
     model.eval()
-    choices = {}
-    for name, vectors in sources.items():
-        logp, rows, cos, relevant = _val_candidates(
-            model, tokenizer, index, corpus, config, split, device, width=defaults.candidates,
-            expander=expander_for(index.codes, index.level_sizes, defaults),
-            max_candidates=defaults.max_candidates, vectors=vectors)
-        weight, table = choose_fusion_weight(cos, logp, rows, relevant,
-                                             metric=config.select_metric)
-        choices[name] = (weight, table)
+    logp, rows, cos, relevant, texts = _val_candidates(
+        model, tokenizer, index, corpus, config, split, device, width=defaults.candidates,
+        expander=expander_for(index.codes, index.level_sizes, defaults),
+        max_candidates=defaults.max_candidates)
+    cosines = {"embeddings": cos}
+    if model.config.pretrained and work is not None:  # the same candidates, scored by text
+        cosines["captions"] = _rescored(model, tokenizer, texts, rows,
+                                        CaptionVectors.open(work, index.num_items), device)
     model.train(was_training)
+    choices = {name: choose_fusion_weight(c, logp, rows, relevant, metric=config.select_metric)
+               for name, c in cosines.items()}
     best = max(choices, key=lambda name: (max(choices[name][1].values()), name == "embeddings"))
     weight, table = choices[best]
     record = {**defaults.replace(logprob_weight=weight, item_vectors=best).to_dict(),
@@ -235,10 +233,10 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
 
 def _val_candidates(model: Any, tokenizer: Any, index: Any, corpus: Any, config: TrainConfig,
                     split: str, device: torch.device, *, width: int, expander: Any = None,
-                    max_candidates: int = 100, vectors: Any = None):
+                    max_candidates: int = 100):
     """The hybrid candidates of (a seeded subsample of) the validation queries with their
-    log-probabilities and cosines (against ``vectors``, default the corpus embeddings):
-    ``(logprobs, rows, cosines, relevant)``."""
+    log-probabilities and cosines to the corpus embeddings: ``(logprobs, rows, cosines,
+    relevant, texts)``."""
     from gcmr.evaluate.runner import sample_queries
     from gcmr.search.rerank import ItemVectors
     from gcmr.search.retriever import search_candidates
@@ -246,9 +244,26 @@ def _val_candidates(model: Any, tokenizer: Any, index: Any, corpus: Any, config:
     texts, relevant = sample_queries(corpus, split, config.max_val_queries, seed=config.seed)
     logp, rows, cos = search_candidates(model, tokenizer, index.trie, texts, k=width,
                                         beam=width, device=device,
-                                        item_vectors=vectors or ItemVectors(corpus.embeddings),
+                                        item_vectors=ItemVectors(corpus.embeddings),
                                         expander=expander, max_candidates=max_candidates)
-    return logp, rows, cos, relevant
+    return logp, rows, cos, relevant, texts
+
+
+@torch.no_grad()
+def _rescored(model: Any, tokenizer: Any, texts: list[str], rows: Any, vectors: Any,
+              device: torch.device, *, batch_size: int = 256) -> Any:
+    """Cosines [Q, C] of candidate ``rows`` against other item ``vectors`` (their own query
+    vectors from one encoder pass per batch, batched as the candidate search was): another
+    scoring of the same candidates without searching again."""
+    import numpy as np
+
+    out = np.full(rows.shape, -np.inf, dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        ids, mask = tokenizer.encode_batch(texts[start:start + batch_size])
+        enc = model.encode(ids.to(device), mask.to(device))
+        stop = start + ids.shape[0]
+        out[start:stop] = vectors.cosines(vectors.query(model, enc), rows[start:stop])
+    return out
 
 
 def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict[str, Any]):
