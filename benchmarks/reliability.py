@@ -682,6 +682,164 @@ def c_http_bad_content_length(e: Env) -> Outcome:
 
 
 # ---------------------------------------------------------------------------------------
+# kill -9 of gcmr train, a lone surrogate served, 1 MB queries to the library tokenizer
+
+def _long_train(e: Env, model: Path, *extra: Any) -> list[Any]:
+    """``gcmr train`` argv over ``model`` that runs long enough to be killed mid-way."""
+    tiny = list(TINY)
+    tiny[tiny.index("--max-steps") + 1] = "100000"
+    tiny[tiny.index("--epochs") + 1] = "40"
+    return gcmr("train", e.index, model, *tiny, *extra)
+
+
+def _kill_when(argv: list[Any], ready: Callable[[], bool], *, env: dict | None = None
+               ) -> str | None:
+    """Start ``argv``, SIGKILL it once ``ready()``; None, or why it could not be killed."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not ready():
+            if proc.poll() is not None:
+                return f"exited {proc.returncode} first: {short(proc.stderr.read().decode())}"
+            if time.monotonic() > deadline:
+                return "never reached the kill point"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        return None
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+def _resumed(e: Env, model: Path, *extra: Any) -> Outcome:
+    """``gcmr train --resume`` of a killed run: caught (clean) when it completes a model that
+    loads; the training itself succeeding is the expected outcome, not a silent one."""
+    tiny = list(TINY)
+    tiny[tiny.index("--max-steps") + 1] = "100000"
+    tiny[tiny.index("--epochs") + 1] = "2"  # epochs may change on resume
+    out = cli("train", e.index, model, *tiny, *extra, "--resume")
+    if out.cls == SILENT:  # exit 0: the run finished
+        why = loads_model(model)
+        if why is not None:
+            return Outcome(LOST, f"--resume finished but the model does not load: {why}")
+        return Outcome(CAUGHT, "--resume completed a model that loads")
+    return out
+
+
+def c_kill9_train_mid_run(e: Env) -> Outcome:
+    m = e.path("kill9train")
+    why = _kill_when(_long_train(e, m), lambda: (m / "checkpoint" / "state.json").is_file())
+    if why is not None:
+        return Outcome(TRACEBACK, f"harness: the run {why}")
+    out = _resumed(e, m)
+    return Outcome(out.cls, "killed after its first checkpoint; " + out.detail)
+
+
+def c_kill9_train_overwrite(e: Env) -> Outcome:
+    m = e.copy(e.model, "kill9over")
+    staging = m.parent / f".{m.name}.partial"
+    why = _kill_when(_long_train(e, m, "--overwrite"),
+                     lambda: (staging / "checkpoint" / "state.json").is_file())
+    if why is not None:
+        return Outcome(TRACEBACK, f"harness: the run {why}")
+    lost = loads_model(m)
+    if lost is not None:
+        return Outcome(LOST, f"after kill -9 of --overwrite the old model does not load: {lost}")
+    out = _resumed(e, m)
+    return Outcome(out.cls, "killed mid-run, the old model still loads; " + out.detail)
+
+
+KILL_BETWEEN = """
+import os, sys, time
+from pathlib import Path
+from gcmr import artifacts
+from gcmr.cli import main
+out = Path(sys.argv[1])
+artifacts._exchange_paths = lambda a, b: False  # the two-rename swap (no renameat2)
+real = os.replace
+def replace(a, b):
+    real(a, b)
+    if Path(b).name.startswith(f".{out.name}.old-"):
+        Path(sys.argv[2]).write_text("ready")
+        time.sleep(600)
+os.replace = replace
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def c_kill9_train_between_renames(e: Env) -> Outcome:
+    m = e.copy(e.model, "kill9swap")
+    marker = e.path("kill9swap.ready")
+    argv = [sys.executable, "-c", KILL_BETWEEN, str(m), str(marker),
+            "train", str(e.index), str(m), *TINY, "--overwrite"]
+    why = _kill_when(argv, marker.exists)
+    if why is not None:
+        return Outcome(TRACEBACK, f"harness: the run {why}")
+    gone = not m.exists()
+    lost = loads_model(m)
+    if lost is not None:
+        return Outcome(LOST, f"killed between the renames, the old model is lost: {lost}")
+    return Outcome(CAUGHT, f"killed between the two renames of the final swap (final path "
+                           f"{'missing' if gone else 'present'}); the next load put the old "
+                           f"model back and it loads, sha256 verified")
+
+
+def c_http_surrogate_caption(e: Env) -> Outcome:
+    w = e.copy(e.world, "surrcaption")
+    lines = _items(w)
+    item = json.loads(lines[0])
+    item["captions"] = ["a red \ud800 dog"] + item.get("captions", [])[1:]
+    lines[0] = json.dumps(item)  # ensure_ascii: the line holds the JSON escape \\ud800
+    _write_items(w, lines)
+    i, m = e.path("surrcaption-idx"), e.path("surrcaption-model")
+    for args in (("index", w, i, "--epochs", "1", "--max-steps", "5", "--quiet"),
+                 ("train", i, m, *TINY)):
+        out = cli(*args)
+        if out.cls != SILENT:
+            return Outcome(TRACEBACK if out.cls == TRACEBACK else out.cls,
+                           f"gcmr {args[0]} on a corpus with a lone surrogate: {out.detail}")
+    from fastapi.testclient import TestClient
+
+    from gcmr.serve.app import create_app
+
+    with TestClient(create_app(m), raise_server_exceptions=False) as client:
+        response = client.get("/search", params={"q": "a red dog", "k": 200})
+    out = http(response)
+    if out.cls != SILENT:
+        return out
+    try:
+        body = json.loads(response.content.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return Outcome(TRACEBACK, f"HTTP 200 but not valid UTF-8 JSON: {exc}")
+    captions = [h["caption"] for r in body["results"] for h in r["hits"]]
+    if "a red \\ud800 dog" not in captions:
+        return Outcome(SILENT, "HTTP 200 without the item's caption, escaped")
+    return Outcome(CAUGHT, "trained on it; HTTP 200, valid UTF-8, the caption shown escaped "
+                           "(a red \\ud800 dog)")
+
+
+def _tokenizer_error(e: Env, text: str) -> Outcome:
+    from gcmr.model.tokenizer import QueryTokenizer
+
+    tok = QueryTokenizer.load(e.model / "tokenizer.json")
+    out = call(lambda: tok.encode_batch([text]))
+    if out.cls == CAUGHT and len(out.detail) > MAX_BODY:
+        return Outcome(TRACEBACK, f"the error echoes {len(out.detail):,} characters")
+    return out
+
+
+def c_lib_tokenizer_1mb_blank(e: Env) -> Outcome:
+    return _tokenizer_error(e, " " * 1_000_000)
+
+
+def c_lib_tokenizer_1mb_no_tokens(e: Env) -> Outcome:
+    return _tokenizer_error(e, "\x00" * 1_000_000)
+
+
+# ---------------------------------------------------------------------------------------
 
 def _c(name: str, group: str, expected: str, fn: Callable[[Env], Outcome],
        cheap: bool = False) -> Case:
@@ -795,6 +953,18 @@ CASES: list[Case] = [
     _c("HTTP empty queries list", "server", "422", c_http_empty_queries),
     _c("HTTP whitespace-only q", "server", "422", c_http_whitespace_query),
     _c("HTTP invalid Content-Length", "server", "400", c_http_bad_content_length),
+    _c("HTTP a caption holding a lone surrogate", "server",
+       "trains; 200 with the caption escaped, valid UTF-8", c_http_surrogate_caption),
+    _c("QueryTokenizer.encode_batch(1 MB of spaces)", "library",
+       "GcmrError, message cut short", c_lib_tokenizer_1mb_blank),
+    _c("QueryTokenizer.encode_batch(1 MB without a token)", "library",
+       "GcmrError, message cut short", c_lib_tokenizer_1mb_no_tokens),
+    _c("kill -9 of gcmr train after its first checkpoint", "crash",
+       "--resume completes a loadable model", c_kill9_train_mid_run),
+    _c("kill -9 of gcmr train --overwrite mid-run", "crash",
+       "old model still loads; --resume finishes", c_kill9_train_overwrite),
+    _c("kill -9 between the two renames of train --overwrite's swap", "crash",
+       "old model put back on load", c_kill9_train_between_renames),
 ]
 BY_NAME = {c.name: c for c in CASES}
 assert len(BY_NAME) == len(CASES), "duplicate case names"

@@ -526,3 +526,205 @@ def test_serve_verifies_on_load_and_no_verify_skips(copy: Path) -> None:
     with pytest.raises(ArtifactError, match="tokenizer.json: checksum mismatch"):
         create_app(copy / "dense", device="cpu")
     assert create_app(copy / "dense", device="cpu", verify=False) is not None
+
+
+# ----------------------------------------------------------------------------- kill -9 of training
+
+
+TRAIN_KILL_SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    import torch
+    from gcmr import artifacts
+    import gcmr.train.loop as loop
+    from gcmr.train import TrainConfig, train
+
+    index, out, mode, marker, options = sys.argv[1:6]
+    options = json.loads(options)
+    torch.set_num_threads(1)
+    out = Path(out)
+
+    def pause():
+        Path(marker).write_text("ready")
+        time.sleep(120)
+
+    real_save = loop.save_checkpoint
+    if mode == "first-checkpoint":  # killed in epoch 1, before its checkpoint is written
+        def save(*args, **kwargs):
+            pause()
+        loop.save_checkpoint = save
+    elif mode == "after-checkpoint":  # killed mid-training, once epoch 1's checkpoint exists
+        def save(*args, **kwargs):
+            real_save(*args, **kwargs)
+            pause()
+        loop.save_checkpoint = save
+    elif mode == "between-renames":  # the final swap of --overwrite: old model moved aside
+        artifacts._exchange_paths = lambda a, b: False
+        real_replace = os.replace
+        def replace(a, b):
+            real_replace(a, b)
+            if Path(b).name.startswith(f".{out.name}.old-"):
+                pause()
+        os.replace = replace
+    train(index, out, config=TrainConfig(**options["config"]),
+          model_options=options["model"], show_progress=False,
+          overwrite=options["overwrite"])
+    sys.exit(3)  # never reached: the test kills the run first
+""")
+TRAIN_CFG = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "vocab_size": 120, "val_split": None,
+             "warmup_epochs": 0.5, "num_threads": 1}
+
+
+def kill_during_training(index: Path, out: Path, mode: str, tmp_path: Path, *,
+                         config: dict | None = None, overwrite: bool = False) -> None:
+    """Run ``gcmr.train.train`` in a subprocess and SIGKILL it at ``mode``'s point."""
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAIN_KILL_SCRIPT)
+    marker = tmp_path / f"ready-train-{mode}"
+    options = json.dumps({"config": config or TRAIN_CFG, "model": TINY_MODEL,
+                          "overwrite": overwrite})
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(script), str(index), str(out), mode,
+                             str(marker), options], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"trainer exited early ({proc.returncode}): "
+                                     f"{proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("trainer never reached the kill point")
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL: no Python cleanup, no except/finally of training_dir runs
+        assert proc.wait() == -9
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def train_here(index: Path, out: Path, **kwargs):
+    from gcmr.train import TrainConfig, train
+
+    return train(index, out, config=TrainConfig(**TRAIN_CFG), model_options=TINY_MODEL,
+                 show_progress=False, **kwargs)
+
+
+def search_ids(model: Path) -> list:
+    from gcmr.search import load_searcher
+
+    return load_searcher(model, device="cpu").search(["red 3", "gold 7"], k=3)[1].tolist()
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    from gcmr.artifacts import load_tensors
+
+    x, y = load_tensors(a), load_tensors(b)
+    return x.keys() == y.keys() and all(bool((x[k] == y[k]).all()) for k in x)
+
+
+def epochs_logged(model: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in
+            (model / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_training_then_resume_gives_the_uninterrupted_model(saved_index: Path,
+                                                                      tmp_path: Path,
+                                                                      work: Path) -> None:
+    train_here(saved_index, tmp_path / "ref")
+    out = tmp_path / "m"
+    kill_during_training(saved_index, out, "after-checkpoint", work)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "training" and epochs_logged(out) == [1]
+    with pytest.raises(ArtifactError, match="already exists"):  # a plain rerun refuses
+        train_here(saved_index, out)
+    train_here(saved_index, out, resume=True)
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert epochs_logged(out) == [1, 2, 3]
+    assert same_weights(out / "checkpoint" / "model.safetensors",
+                        tmp_path / "ref" / "checkpoint" / "model.safetensors")
+    assert search_ids(out) == search_ids(tmp_path / "ref")  # loads, sha256 verified
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("restart", ["resume", "overwrite"])
+def test_kill_9_before_the_first_checkpoint_restarts_cleanly(restart: str, saved_index: Path,
+                                                             tmp_path: Path,
+                                                             work: Path) -> None:
+    out = tmp_path / "m"
+    kill_during_training(saved_index, out, "first-checkpoint", work)
+    assert not (out / "checkpoint").exists()
+    assert {p.name for p in out.iterdir()} <= {"manifest.json", "tokenizer.json",
+                                               "model.safetensors", "train_log.jsonl"}
+    train_here(saved_index, out, **{restart: True})
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert epochs_logged(out) == [1, 2, 3] and search_ids(out)
+    assert [n for n in siblings(out) if n.startswith(".m.")] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["after-checkpoint", "between-renames"])
+def test_kill_9_of_an_overwrite_keeps_the_old_model(mode: str, saved_index: Path,
+                                                    tmp_path: Path, work: Path) -> None:
+    """``gcmr train OUT --overwrite`` over a model, killed mid-run or between the two renames
+    of its final swap (fault injection: the atomic exchange turned off): the old model is
+    still there, or put back on the next load, and loads with its checksums; ``--resume``
+    then finishes the replacement."""
+    from gcmr.train.loop import staging_path
+
+    out = tmp_path / "m"
+    train_here(saved_index, out)
+    old_ids, old_manifest = search_ids(out), json.loads((out / "manifest.json").read_text())
+    shutil.copy(out / "model.safetensors", tmp_path / "old.safetensors")
+    new = {**TRAIN_CFG, "seed": 7}
+    kill_during_training(saved_index, out, mode, work, config=new, overwrite=True)
+    if mode == "between-renames":
+        assert not out.exists()  # what the kill left: the old model hidden beside it
+        assert any(n.startswith(".m.old-") for n in siblings(out))
+    assert search_ids(out) == old_ids  # recovered (rolled back) and verified on load
+    assert json.loads((out / "manifest.json").read_text()) == old_manifest
+    assert same_weights(out / "model.safetensors", tmp_path / "old.safetensors")
+    assert (staging_path(out) / "checkpoint" / "state.json").is_file()  # kept to resume
+    from gcmr.train import TrainConfig, train
+
+    train(saved_index, out, config=TrainConfig(**new), model_options=TINY_MODEL,
+          show_progress=False, resume=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["train_config"]["seed"] == 7
+    assert not staging_path(out).exists()
+    assert [n for n in siblings(out) if n.startswith(".m.")] == []
+
+
+# ----------------------------------------------------------------------------- tokenizer messages
+
+
+@pytest.mark.parametrize("query,problem", [(" " * 1_000_000, "is empty"),
+                                           ("\x00" * 1_000_000, "has no tokens"),
+                                           (["x"] * 1_000_000, "must be a str")])
+def test_tokenizer_errors_never_echo_a_1_mb_query(query, problem: str) -> None:
+    """The library tokenizer (below the search checks) quotes a bad query cut short."""
+    from gcmr.errors import GcmrError
+    from gcmr.model.tokenizer import QueryTokenizer
+
+    tok = QueryTokenizer.train(["a red dog", "a blue cat"] * 10, vocab_size=40)
+    with pytest.raises(GcmrError, match=problem) as err:
+        tok.encode_batch(["a dog", query])
+    message = str(err.value)
+    assert message.startswith("query 1 ") and len(message) < 300
+    assert "1,000,000" in message  # the full length is named instead
+
+
+def test_the_tokenizer_trains_and_encodes_lone_surrogates_escaped() -> None:
+    """A caption may hold a lone surrogate (a legal JSON escape in items.jsonl): training and
+    encoding see it escaped (safe_text), never a UnicodeEncodeError from the Rust side."""
+    from gcmr.model.tokenizer import QueryTokenizer
+
+    tok = QueryTokenizer.train(["a red \ud800 dog", "a blue cat"] * 10, vocab_size=40)
+    assert tok.tokenize("a red \ud800 dog") == tok.tokenize("a red \\ud800 dog")
+    ids, mask = tok.encode_batch(["a red \ud800 dog", "a blue cat"])
+    assert ids.shape[0] == 2 and bool(mask.all(dim=1)[0])

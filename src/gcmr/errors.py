@@ -1,7 +1,44 @@
 """Error types. Every error a user can cause is a :class:`GcmrError` with a message that names
-the file, line or field at fault; the CLI prints it and exits non-zero without a traceback."""
+the file, line or field at fault; the CLI prints it and exits non-zero without a traceback.
+
+:func:`snippet` and :func:`safe_text` are here, at the bottom of the package, so every layer
+(the tokenizer, the search checks, the server) can quote a bad value without echoing it whole.
+"""
 
 from __future__ import annotations
+
+import reprlib
+from collections.abc import Sized
+from typing import Any
+
+SNIPPET_CHARS = 100  # how much of a bad value an error message shows
+
+
+def snippet(value: Any, limit: int = SNIPPET_CHARS) -> str:
+    """A short, printable, UTF-8-safe rendering of ``value`` for an error message: its
+    ``repr`` cut to about ``limit`` characters (with the full length noted), lone surrogates
+    escaped. Messages never echo a whole request: a 1 MB query or 10,000 of them."""
+    import numpy as np
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxset = short.maxdict = 5
+    shown = short.repr(value)
+    if len(shown) > limit:
+        shown = shown[:limit] + "..."
+    text = isinstance(value, (str, bytes, bytearray))
+    size = value.size if isinstance(value, np.ndarray) else \
+        len(value) if isinstance(value, Sized) else 0
+    if size > (limit if text else 5):
+        unit = "characters" if isinstance(value, str) else "bytes" if text else "items"
+        shown += f" ({size:,} {unit})"
+    return safe_text(shown)
+
+
+def safe_text(text: str) -> str:
+    """``text`` with anything that cannot be encoded as UTF-8 (lone surrogates) escaped, so
+    it can be printed or sent as JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class GcmrError(Exception):

@@ -52,9 +52,34 @@ def caption_corpus(tmp_path_factory):
 def test_registered_and_defaults_follow_the_paper():
     assert SCHEMES["avg"] is AvgScheme
     cfg = IndexConfig(scheme="avg")
-    assert (cfg.voken_codebook_size, cfg.voken_length, cfg.shared_codebook) == (1024, 4, True)
+    # the paper's 4 steps and shared codebook; its size follows the corpus (0 = the rule)
+    assert (cfg.voken_codebook_size, cfg.voken_length, cfg.shared_codebook) == (0, 4, True)
     with pytest.raises(ConfigError, match="align_weight"):
         IndexConfig(scheme="avg", align_weight=-1.0)
+    with pytest.raises(ConfigError, match="voken_codebook_size"):
+        IndexConfig(scheme="avg", voken_codebook_size=-1)
+
+
+def test_voken_codebook_size_rule():
+    from gcmr.ids.schemes import sqrt_size
+
+    # sqrt N as the nearest power of two, in [16, 1024]: AVG's 1024 from ~750k items up
+    assert [sqrt_size(n) for n in (10, 300, 5_000, 20_000, 100_000, 1_000_000, 10**7)] == \
+        [16, 16, 64, 128, 256, 1024, 1024]
+    assert all(sqrt_size(n) <= sqrt_size(2 * n) for n in range(1, 3_000_000, 9_973))
+
+
+def test_default_codebook_is_sized_to_the_corpus(caption_corpus, tmp_path):
+    index = build_index(caption_corpus, _config(voken_codebook_size=0), show_progress=False)
+    assert index.level_sizes[:3] == [16, 16, 16]  # sqrt(300) = 17.3 -> 16
+    fit = index.stats["fit"]
+    assert fit["size_rule"] == {"rule": "voken_codebook_size = pow2(sqrt N) in [16, 1024]",
+                                "num_items": 300, "voken_codebook_size": 16}
+    assert index.config.voken_codebook_size == 16  # the manifest records the size used
+    saved = load_index(index.save(tmp_path / "idx"))
+    assert saved.level_sizes == index.level_sizes
+    explicit = build_index(caption_corpus, _config(voken_codebook_size=32), show_progress=False)
+    assert explicit.level_sizes[:3] == [32, 32, 32] and "size_rule" not in explicit.stats["fit"]
 
 
 def test_index_ids_unique_and_round_trip(caption_corpus, tmp_path):
@@ -224,9 +249,11 @@ def test_avg_end_to_end_through_the_cli(caption_corpus, tmp_path, capsys):
     assert main(["train", str(idx), str(model), "--method", "avg", "--epochs", "1",
                  "--batch-size", "32", "--vocab-size", "100", "--d-model", "32", "--heads", "2",
                  "--ffn", "64", "--encoder-layers", "1", "--decoder-layers", "1", "--dis-beam",
-                 "3", "--dis-weight", "0.5", "--val-split", "test", "--quiet"]) == 0
+                 "3", "--dis-weight", "0.5", "--dis-epochs", "1", "--val-split", "test",
+                 "--quiet"]) == 0
     manifest = json.loads((model / "manifest.json").read_text())
-    assert manifest["method"] == "avg" and manifest["loss"] == {"omega": 0.0, "dis_weight": 0.5}
+    assert manifest["method"] == "avg"
+    assert manifest["loss"] == {"omega": 0.0, "dis_weight": 0.5, "dis_epochs": 1}
     capsys.readouterr()
     assert main(["search", str(model), "caption 3", "-k", "2", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["results"]) == 2

@@ -1,7 +1,8 @@
 """The server's bounds: body size, query length and queries per request (configurable, in
 /health and the OpenAPI schema), 4xx for surrogates and bad encodings, errors that never echo
-a request, and a large batch searched in chunks under a fair lock, so a concurrent small
-request is served between chunks (checked with a fake slow searcher)."""
+a request, and a large batch searched over several batched searches, so a concurrent small
+request is served between them (checked with a fake slow searcher; the batcher itself:
+tests/serve/test_batching.py)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,8 @@ from gcmr.serve.app import (
     DEFAULT_MAX_QUERIES,
     DEFAULT_MAX_QUERY_CHARS,
     MAX_DETAIL_CHARS,
-    FairLock,
     ServeLimits,
     build_app,
-    search_in_chunks,
 )
 
 
@@ -189,9 +188,6 @@ def test_a_batch_is_searched_in_chunks_in_order() -> None:
     assert [len(c) for c in fake.calls] == [3, 3, 3, 1]
     assert [r["query"] for r in body["results"]] == queries
     assert [r["hits"][0]["id"] for r in body["results"]] == [f"item{i % 5}" for i in range(10)]
-    scores, rows = search_in_chunks(FakeSearcher(), FairLock(), queries, k=7, beam=None,
-                                    chunk=4)
-    assert scores.shape == rows.shape == (10, 7) and (rows[:, 5:] == -1).all()
 
 
 def test_a_small_request_is_served_between_the_chunks_of_a_large_one() -> None:
@@ -220,28 +216,6 @@ def test_a_small_request_is_served_between_the_chunks_of_a_large_one() -> None:
     assert [r["query"] for r in answers["large"].json()["results"]] == big
 
 
-def test_the_fair_lock_serves_waiters_in_arrival_order() -> None:
-    lock, order = FairLock(), []
-    lock.acquire()
-    threads = []
-    for name in "abc":
-        def work(name: str = name) -> None:
-            with lock:
-                order.append(name)
-        thread = threading.Thread(target=work)
-        thread.start()
-        threads.append(thread)
-        deadline = time.time() + 5
-        while len(lock._waiters) < len(threads) and time.time() < deadline:
-            time.sleep(0.001)
-    lock.release()
-    for thread in threads:
-        thread.join(5)
-    assert order == ["a", "b", "c"]
-    with lock:  # free again
-        pass
-
-
 def test_gcmr_serve_flags_set_the_limits(monkeypatch, tmp_path: Path) -> None:
     import gcmr.serve.app as app_module
     from gcmr.cli import build_parser, main
@@ -262,25 +236,10 @@ def test_gcmr_serve_flags_set_the_limits(monkeypatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def real_model(tmp_path_factory) -> Path:
-    """A tiny generative model on the committed 24-item corpus (pure generation)."""
-    import shutil
+    """A tiny generative model whose corpus holds lone surrogates (tests/serve/tiny_models.py)."""
+    from tests.serve.tiny_models import train_tiny_model
 
-    from gcmr.corpus import load_corpus
-    from gcmr.ids import IndexConfig, build_index
-    from gcmr.train import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("limits")
-    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "legacy_v0_1" / "corpus",
-                    root / "corpus")
-    index = build_index(load_corpus(root / "corpus"),
-                        IndexConfig(num_clusters=3, codebook_size=4, latent_dim=4,
-                                    hidden_dims=[8], epochs=1, max_steps=4, batch_size=8),
-                        show_progress=False).save(root / "index")
-    train(index, root / "model", show_progress=False,
-          config=TrainConfig(epochs=1, batch_size=8, vocab_size=60, val_split=None),
-          model_options={"d_model": 16, "n_heads": 2, "d_ff": 32, "encoder_layers": 1,
-                         "decoder_layers": 1})
-    return root / "model"
+    return train_tiny_model(tmp_path_factory.mktemp("limits"))
 
 
 def test_a_real_model_chunks_the_same_answers_and_refuses_surrogates(real_model: Path) -> None:

@@ -1,4 +1,5 @@
-"""``gcmr serve``: the HTTP API over a tiny trained generative model and a dense model."""
+"""``gcmr serve``: the HTTP API over a tiny trained generative model and a dense model, the
+item records, the media endpoint's safety rules, and the page's assets."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from gcmr.corpus import load_corpus  # noqa: E402
-from gcmr.ids import IndexConfig, build_index  # noqa: E402
-from gcmr.serve import create_app  # noqa: E402
-from gcmr.train import TrainConfig, train  # noqa: E402
+from gcmr.corpus import load_corpus
+from gcmr.ids import IndexConfig, build_index
+from gcmr.serve import create_app
+from gcmr.train import TrainConfig, train
 
 TINY_MODEL = {"d_model": 32, "n_heads": 2, "d_ff": 64, "encoder_layers": 1, "decoder_layers": 1}
-BUDGET = dict(epochs=1, batch_size=16, vocab_size=200, val_split=None)
+BUDGET = {"epochs": 1, "batch_size": 16, "vocab_size": 200, "val_split": None}
 
 
 @pytest.fixture
@@ -38,6 +39,7 @@ def test_health_search_and_page(trained) -> None:
     client = TestClient(create_app(model))
     health = client.get("/health").json()
     assert "max_queries" in health.pop("limits")  # the values: tests/serve/test_limits.py
+    assert health.pop("batching") == {"max_batch": 32, "max_wait_ms": 2.0}
     assert health == {"status": "ok", "model": str(model), "kind": "generative", "items": 40}
     one = client.get("/search", params={"q": "red item 3", "k": 5}).json()
     hits = one["results"][0]["hits"]
@@ -55,6 +57,15 @@ def test_health_search_and_page(trained) -> None:
                                                           "beam": 6}).json()["results"][0]["hits"]]
     page = client.get("/")
     assert page.status_code == 200 and "<form" in page.text and "40 items" in page.text
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self'
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset, media_type in (("page.js", "text/javascript"), ("page.css", "text/css")):
+        r = client.get(f"/assets/{asset}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith(media_type)
+        assert f"/assets/{asset}" in page.text
+    assert "innerHTML" not in client.get("/assets/page.js").text  # data only as text
+    assert client.get("/assets/app.py").status_code == 404
+    assert client.get("/assets/..%2fapp.py").status_code == 404
 
 
 def test_bad_requests_are_422_with_the_field(trained) -> None:
@@ -78,10 +89,101 @@ def test_dense_model_and_missing_model(trained, tmp_path: Path) -> None:
                 show_progress=False)
     client = TestClient(create_app(tmp_path / "dense"))
     assert client.get("/health").json()["kind"] == "dense"
+    item = client.get("/items/item0002").json()
+    assert item["identifier"] is None and item["captions"][1] == "green 2"  # no identifiers
     hits = client.get("/search", params={"q": "red item 3", "k": 4}).json()["results"][0]["hits"]
     assert len(hits) == 4
     with pytest.raises(ArtifactError, match="missing manifest"):
         create_app(tmp_path / "nothing")
+
+
+def test_an_item_record_and_404_for_unknown_ids(trained) -> None:
+    from gcmr.ids import load_index
+
+    model, _ = trained
+    client = TestClient(create_app(model))
+    item = client.get("/items/item0003").json()
+    codes = load_index(model.parent / "index").codes[3].tolist()
+    assert item == {"id": "item0003", "row": 3,
+                    "captions": ["a photo of a gold thing number 3", "gold 3"],
+                    "source": None, "identifier": codes, "media": None}
+    for unknown in ("/items/item9999", "/items/", "/items/item0003x",
+                    "/items/%2e%2e%2f%2e%2e%2fetc%2fpasswd"):
+        r = client.get(unknown)
+        assert r.status_code == 404 and "no item" in r.json()["detail"], unknown
+    assert client.get("/items/item0003/media").status_code == 404  # no source
+    long_id = client.get("/items/" + "x" * 5000)
+    assert long_id.status_code == 404 and len(long_id.text) < 400  # not echoed
+
+
+def _fake_with_corpus(corpus: Path):
+    """The test_limits fake searcher, over a real corpus directory."""
+    from gcmr.corpus import read_items
+
+    class Fake:
+        corpus_path = corpus
+        item_ids = read_items(corpus / "items.jsonl", load_captions=False)[0]
+
+        def item_descriptions(self):
+            return lambda row: f"caption {row}"
+
+        def search_rows(self, queries, *, k=10, beam=None, batch_size=256):
+            raise AssertionError("not searched here")
+
+    return Fake()
+
+
+def test_media_is_served_only_for_images_inside_the_corpus(tmp_path: Path) -> None:
+    from gcmr.serve.app import build_app
+    from tests.conftest import make_corpus
+    from tests.serve.image_corpus import write_png
+
+    outside = write_png(tmp_path / "outside.png", rgb=(0, 0, 255))
+    sources = ["media/red.png", "../outside.png", "media/link.png", "media/fake.png",
+               "media/notes.txt", "https://example.com/x.png", None, "ABSOLUTE",
+               "media/inner_link.png", "media"]
+    corpus = tmp_path / "corpus"
+    sources[7] = str(corpus / "media" / "red.png")
+    make_corpus(corpus, n=len(sources), sources=sources)
+    red = write_png(corpus / "media" / "red.png")
+    (corpus / "media" / "link.png").symlink_to(outside)  # inside by name, outside in fact
+    (corpus / "media" / "inner_link.png").symlink_to(red)  # resolves inside: allowed
+    (corpus / "media" / "fake.png").write_text("not a picture")
+    (corpus / "media" / "notes.txt").write_bytes(red.read_bytes())  # a PNG, but not named so
+    client = TestClient(build_app(_fake_with_corpus(corpus), name="fake"))
+    served = {}
+    for row in range(len(sources)):
+        r = client.get(f"/items/item{row:04d}/media")
+        served[row] = r.status_code
+        if r.status_code == 200:
+            assert r.content == red.read_bytes() and r.headers["content-type"] == "image/png"
+            assert r.headers["x-content-type-options"] == "nosniff"
+        else:
+            assert r.status_code == 404 and "outside" not in r.text
+    assert served == {0: 200, 1: 404, 2: 404, 3: 404, 4: 404, 5: 404, 6: 404, 7: 200,
+                      8: 200, 9: 404}
+    items = {row: client.get(f"/items/item{row:04d}").json() for row in (0, 1, 6)}
+    assert items[0]["media"] == "/items/item0000/media" and items[0]["source"] == "media/red.png"
+    assert items[1]["media"] is None and items[1]["source"] == "../outside.png"
+    assert items[6]["source"] is None and items[0]["identifier"] is None  # the fake has no index
+    assert client.get("/items/item9999/media").status_code == 404
+
+
+def test_media_follows_the_media_root_that_import_stamped(tmp_path: Path) -> None:
+    import json
+
+    from gcmr.serve.app import build_app
+    from tests.conftest import make_corpus
+    from tests.serve.image_corpus import write_png
+
+    corpus = make_corpus(tmp_path / "corpus", n=2, sources=["a.png", "../corpus/b.png"])
+    meta = json.loads((corpus / "corpus.json").read_text())
+    (corpus / "corpus.json").write_text(json.dumps({**meta, "media_root": str(tmp_path / "data")}))
+    write_png(tmp_path / "data" / "a.png")
+    write_png(corpus / "b.png")  # in the corpus dir, but outside the declared media root
+    client = TestClient(build_app(_fake_with_corpus(corpus), name="fake"))
+    assert client.get("/items/item0000/media").status_code == 200
+    assert client.get("/items/item0001/media").status_code == 404
 
 
 def test_cli_serve_is_registered() -> None:

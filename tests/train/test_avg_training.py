@@ -131,6 +131,59 @@ def test_batched_loss_equals_mean_of_per_query_losses():
         assert batch[key] == pytest.approx(np.mean([s[key] for s in singles]), rel=1e-4)
 
 
+def test_dis_gradient_on_three_items_reaches_the_positive_in_any_beam_position():
+    """Three items, beam 3 (every item is a candidate): whatever order beam search returns
+    them in, L_dis's gradient on each candidate's sequence score is softmax - one_hot(positive),
+    so the model-parameter gradient is exactly sum_j (p_j - y_j) * d s_j / d theta, and one
+    small step on L_dis alone raises the positive's score and its share of the candidates'
+    softmax."""
+    sizes = [3, 2]
+    codes = torch.tensor([[0, 0], [1, 1], [2, 0]])
+    model = GenerativeRetrievalModel(ModelConfig(vocab_size=20, level_sizes=sizes, d_model=16,
+                                                 n_heads=2, d_ff=32, dropout=0.0, seed=3))
+    model.eval()
+    trie = Trie.build(codes.numpy(), sizes)
+    ids = torch.tensor([[3, 4, 5], [6, 7, 8], [9, 10, 11]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    for positive in range(3):
+        pos = codes[[positive] * 3]
+        cands, target, valid, inserted = discriminative_candidates(model, ids, mask, pos,
+                                                                   trie=trie, beam=3)
+        assert not inserted.any() and valid.all()  # all three items are always found
+        assert (cands[torch.arange(3), target] == pos).all()  # the target column is the positive
+        model.zero_grad()
+        scores = model.sequence_log_prob(ids, mask, cands)  # [3, 3]
+        loss = discriminative_loss(scores, target, valid)
+        grad_scores = torch.autograd.grad(loss, scores, retain_graph=True)[0]
+        expected = (torch.softmax(scores.detach(), 1) - torch.nn.functional.one_hot(target, 3)) / 3
+        torch.testing.assert_close(grad_scores, expected)
+        assert (grad_scores[torch.arange(3), target] < 0).all()  # descent raises the positive
+        # the parameters' gradient is the chain rule through the three scores, nothing else
+        params = [p for p in model.parameters() if p.requires_grad]
+        got = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        want = torch.autograd.grad(scores, params, grad_outputs=expected, allow_unused=True)
+        for g, w in zip(got, want):
+            if g is None or w is None:
+                assert g is None and w is None
+            else:
+                torch.testing.assert_close(g, w)
+        # avg_loss's dis part is this loss (its ce part is the positive's token CE)
+        parts = avg_loss(model, ids, mask, pos, trie=trie, beam=3, dis_weight=1.0)[1]
+        assert parts["dis"] == pytest.approx(float(loss.detach()), rel=1e-5)
+        # one small step on L_dis alone: the positive's score and softmax share go up
+        before = exhaustive_scores(model, ids, mask, codes)
+        snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        opt.zero_grad()
+        discriminative_loss(model.sequence_log_prob(ids, mask, cands), target, valid).backward()
+        opt.step()
+        after = exhaustive_scores(model, ids, mask, codes)
+        assert (after[:, positive] > before[:, positive]).all()
+        share = [torch.softmax(s, 1)[:, positive] for s in (before, after)]
+        assert (share[1] > share[0]).all()
+        model.load_state_dict(snapshot)
+
+
 def test_ablation_switches():
     model, trie, codes, ids, mask = setup(dropout=0.1)
     pos = codes[:6]
@@ -221,3 +274,30 @@ def test_train_method_avg_end_to_end(avg_index, tmp_path):
     assert result.epochs_run == 1 and {"ce", "dis", "dis_inserted"} <= set(log[0])
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert manifest["method"] == "avg" and manifest["index"]["scheme"] == "avg"
+
+
+def test_dis_runs_in_the_last_dis_epochs_only(avg_index, tmp_path):
+    """AVG's two stages: L_gen alone, then L_gen + L_dis in the last ``dis_epochs`` epochs;
+    a resumed run switches at the same epoch (the switch reads the run state)."""
+    options = {"d_model": 32, "n_heads": 2, "d_ff": 64, "encoder_layers": 1, "decoder_layers": 1}
+    base = dict(method="avg", batch_size=16, lr=3e-3, vocab_size=200, dis_beam=4, omega=0.0,
+                warmup_epochs=0.5, val_split="", dis_epochs=1)
+    train(avg_index, tmp_path / "m", config=TrainConfig(epochs=2, **base), show_progress=False,
+          model_options=options)
+    log = [json.loads(line) for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
+    assert "dis" not in log[0] and "dis" in log[1]
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["loss"]["dis_epochs"] == 1
+    # three epochs, resumed after the first: epochs 1-2 L_gen only, epoch 3 with L_dis
+    train(avg_index, tmp_path / "r", config=TrainConfig(epochs=1, **base), show_progress=False,
+          model_options=options)
+    train(avg_index, tmp_path / "r", config=TrainConfig(epochs=3, **base), show_progress=False,
+          model_options=options, resume=True)
+    log = [json.loads(line) for line in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    assert ["dis" in r for r in log] == [True, False, True]  # the 1-epoch run was all stage 2
+    every = TrainConfig(epochs=2, **{**base, "dis_epochs": 5})
+    train(avg_index, tmp_path / "e", config=every, show_progress=False, model_options=options)
+    log = [json.loads(line) for line in (tmp_path / "e" / "train_log.jsonl").read_text().splitlines()]
+    assert all("dis" in r for r in log)
+    with pytest.raises(Exception, match="dis_epochs"):
+        TrainConfig(dis_epochs=0)

@@ -18,6 +18,10 @@ Rows (CART tables 4, 8, 9 and the GRACE-style identifier baselines):
 ``avg-no-dis``      AVG w/o the discriminative loss (``dis_weight = 0``)
 ``avg-beamB``       the full AVG model searched with beam B in {1, 5, 20, 30} (AVG table 7;
                     beam 10 is the ``avg`` row); a beam narrower than k returns B items
+``avg-hybrid``      AVG with the query-vector head, hybrid search (``-gen``: the same model,
+                    pure generation)
+``avg-minilm``      the same with the frozen offline MiniLM as query encoder, the analogue of
+                    AVG's pretrained T5 generator (``-gen``: pure generation)
 ``dense-exact``     the dual tower (:mod:`gcmr.train.dense`), exact search
 ``dense-hnsw``      the same dual tower through a faiss HNSW index
 ``oracle``          the corpus's ceiling (``oracle.json``), when it has one
@@ -130,6 +134,13 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
                   "--codebook-size 0)", _SIZED, _HYBRID_TRAIN),
     *_hybrid_pair("cart-minilm-joint-sized", "CART + frozen MiniLM, joint identifiers, sizes "
                   "from N", _SIZED_JOINT, _MINILM_TRAIN),
+    *_hybrid_pair("avg-hybrid", "AVG + query head, hybrid search (the accuracy issue's "
+                  "rerank)", _AVG, (("dense_weight", 1.0), ("method", "avg")),
+                  gen_label="AVG + query head, pure generation"),
+    *_hybrid_pair("avg-minilm", "AVG + frozen MiniLM query encoder (pretrained generator "
+                  "start), hybrid search", _AVG,
+                  (("dense_weight", 1.0), ("method", "avg"), ("query_encoder", "minilm")),
+                  gen_label="AVG + frozen MiniLM query encoder, pure generation"),
     RowSpec("caption-matcher", "caption matcher (offline MiniLM, no training)", "caption"),
     RowSpec("dense-exact", "dense dual tower, exact search", "dense", backend="exact"),
     RowSpec("dense-hnsw", "dense dual tower, faiss HNSW", "dense", backend="hnsw"),

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "gcmr.cli.data",
     "gcmr.cli.index",
     "gcmr.cli.retrieval",
+    "gcmr.cli.updates",
     "gcmr.cli.media",
     "gcmr.cli.bench",
     "gcmr.cli.serve",
@@ -65,6 +66,19 @@ def _one_line_warnings(command: str) -> Iterator[None]:
         warnings.showwarning = previous
 
 
+@contextlib.contextmanager
+def _rank_zero_stdout() -> Iterator[None]:
+    """Under torchrun every rank runs the command; only rank 0 prints its results (errors and
+    warnings still go to each rank's stderr)."""
+    import os
+
+    if os.environ.get("RANK", "0") in ("", "0"):
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -72,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        with _one_line_warnings(args.command):
+        with _one_line_warnings(args.command), _rank_zero_stdout():
             result = args.func(args)
     except GcmrError as exc:
         print(f"gcmr {args.command}: error: {exc}", file=sys.stderr)

@@ -33,6 +33,41 @@ def _add_runtime(p: argparse.ArgumentParser, *, batch_default: str) -> None:
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+SHARD_HELP = (
+    "scaling out: under torchrun (torchrun --nproc-per-node N -m gcmr %s ...) each rank takes "
+    "every N-th chunk and rank 0 writes the result. For independent jobs (a job array; the "
+    "partial folder on a shared file system), --shard I/N runs shard I (0-based) of N and "
+    "leaves its chunks; the same command without --shard (it computes whatever is still "
+    "missing) or with --merge (it refuses to) then writes the result")
+
+
+def _add_sharding(p: argparse.ArgumentParser, verb: str) -> None:
+    g = p.add_argument_group("scaling out", SHARD_HELP % verb)
+    g.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                   help="compute only shard I of N (chunks c with c mod N = I)")
+    g.add_argument("--merge", action="store_true",
+                   help="compute nothing: write the result from the finished chunks of the "
+                   "shards (an error names the missing ones)")
+
+
+def _shard(text: str) -> Any:
+    from gcmr.encoders.resumable import Shard
+    from gcmr.errors import ConfigError
+
+    try:
+        return Shard.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--shard ")) from None
+
+
+def _sharding(args: argparse.Namespace) -> dict[str, Any]:
+    from gcmr.errors import ConfigError
+
+    if args.merge and args.shard is not None:
+        raise ConfigError("--merge writes the result of all shards; drop --shard")
+    return {"shard": args.shard, "merge_only": args.merge}
+
+
 def _add_caption_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("caption generation")
     g.add_argument("--num-captions", type=positive_int, default=5,
@@ -100,6 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=None,
                    help="threads decoding media (default min(4, CPUs))")
     _add_runtime(p, batch_default="32")
+    _add_sharding(p, "embed")
     p.set_defaults(func=cmd_embed)
 
     # ------------------------------------------------------------------ caption
@@ -133,6 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="items per saved chunk (default 256)")
     _add_caption_options(p)
     _add_runtime(p, batch_default="8")
+    _add_sharding(p, "caption")
     p.set_defaults(func=cmd_caption)
 
     # ------------------------------------------------------------------ import
@@ -234,7 +271,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         summary = embed_corpus(encoder, args.input, target=args.target,
                                media_root=args.media_root, out=args.out,
                                chunk_size=args.chunk_size, restart=args.restart,
-                               show_progress=not args.no_progress)
+                               show_progress=not args.no_progress, **_sharding(args))
     else:
         if args.target != "items":
             raise ConfigError("--target captions needs a corpus directory as INPUT")
@@ -250,8 +287,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
                                workers=args.workers, **opts)
         summary = embed_inputs(encoder, args.input, args.out, modality=modality,
                                chunk_size=args.chunk_size, restart=args.restart,
-                               show_progress=not args.no_progress)
-    _show("embedded", summary, args.json)
+                               show_progress=not args.no_progress, **_sharding(args))
+    _show("embedded" if summary.get("merged", True) else f"embedded shard {args.shard}",
+          summary, args.json)
     return 0
 
 
@@ -259,6 +297,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from gcmr.encoders.captioner import load_captioner
     from gcmr.encoders.pipeline import caption_corpus
 
+    sharding = _sharding(args)
     captioner = None
     if args.captioner:
         captioner = load_captioner(args.captioner, options=_caption_options(args),
@@ -267,8 +306,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
     summary = caption_corpus(args.corpus, captioner=captioner, captions_file=args.captions_file,
                              mode=args.mode, media_root=args.media_root, out=args.out,
                              chunk_size=args.chunk_size, restart=args.restart,
-                             show_progress=not args.no_progress)
-    _show("captioned", summary, args.json)
+                             show_progress=not args.no_progress, **sharding)
+    _show("captioned" if summary.get("merged", True) else f"captioned shard {args.shard}",
+          summary, args.json)
     return 0
 
 

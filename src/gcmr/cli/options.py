@@ -128,7 +128,11 @@ TRAIN_OPTIONS: Table = option_table(
     Option("method", "--method", "cart (CE + R-Drop) or avg (CE + discriminative loss over "
            "beam-searched candidates)"),
     Option("epochs", "--epochs", "training epochs", positive_int),
-    Option("batch_size", "--batch-size", "pairs per batch", positive_int),
+    Option("batch_size", "--batch-size", "pairs per batch (under torchrun: the global batch, "
+           "shared among the ranks)", positive_int),
+    Option("grad_accum", "--grad-accum", "micro-batches of --batch-size pairs per optimizer "
+           "step (a step sees batch-size x K pairs; InfoNCE negatives stay per micro-batch)",
+           positive_int, metavar="K"),
     Option("lr", "--lr", "peak learning rate"),
     Option("warmup_epochs", "--warmup-epochs", "linear warm-up epochs", nonneg_float),
     Option("restart_epochs", "--restart-epochs",
@@ -157,6 +161,9 @@ TRAIN_OPTIONS: Table = option_table(
     Option("dis_weight", "--dis-weight",
            "AVG: weight of the discriminative loss (default {default}; 0 = the 'w/o L_dis' "
            "ablation)", nonneg_float),
+    Option("dis_epochs", "--dis-epochs",
+           "AVG: the discriminative loss runs in the last N epochs only, AVG's second stage "
+           "(default {default}; >= --epochs = every epoch)", positive_int),
     Option("backbone", "--backbone", "'t5:PATH_OR_NAME' = a pretrained T5 (transformers) with "
            "the identifier tokens added (AVG table 6); default: the from-scratch CART "
            "encoder-decoder"),
@@ -209,7 +216,9 @@ INDEX_OPTIONS: Table = option_table(
     Option("voken_length", "--vokens", "voken length M (default {default}, AVG table 5)",
            positive_int),
     Option("voken_codebook_size", "--voken-codebook-size",
-           "voken codebook entries N (default {default}, AVG table 4)", positive_int),
+           "voken codebook entries N (default {default} = from the number of items: "
+           "sqrt N as a power of two in [16, 1024], 64 for 5k items; AVG table 4 uses "
+           "1024)", int),
     Option("shared_codebook", "--per-step-codebooks",
            "one codebook per quantization step instead of AVG's shared one"),
     Option("align_weight", "--align-weight",

@@ -49,6 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=Path, help="index directory (default: the model's)")
     p.add_argument("--corpus", type=Path, help="corpus directory, when it has moved since "
                    "training (hybrid search reads its embeddings; captions are shown from it)")
+    example = p.add_argument_group("query by example (generative models)")
+    example.add_argument("--like", metavar="ID", action="append",
+                         help="more like this: the items nearest an existing item (repeat for "
+                         "several; with text queries, one per query or one for all)")
+    example.add_argument("--vector", type=Path, metavar="FILE.npy",
+                         help="an item embedding [D] (or a batch [Q, D]) as the query")
+    example.add_argument("--example-weight", type=float, default=None,
+                         help="text + example queries: weight w of the example's cosine in "
+                         "(1 - w) * text cosine + w * example cosine (default 0.5)")
     add_rerank_option(p)
     add_verify_option(p)
     p.set_defaults(func=cmd_search)
@@ -203,11 +212,78 @@ def _read_queries(args: argparse.Namespace) -> list[str]:
     return queries
 
 
+def _read_vectors(path: Path):
+    """The ``--vector`` file: a float array [D] or [Q, D] in .npy format."""
+    import numpy as np
+
+    if not path.is_file():
+        raise GcmrError(f"--vector {path}: no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
+        raise GcmrError(f"--vector {path}: not a readable .npy array ({exc})") from None
+    if arr.dtype.kind not in "fiu" or arr.ndim not in (1, 2):
+        raise GcmrError(f"--vector {path}: expected a float array [D] or [Q, D], got "
+                        f"{arr.dtype} of shape {list(arr.shape)}")
+    return arr
+
+
+def cmd_search_example(args: argparse.Namespace) -> int:
+    """``gcmr search MODEL --like ID`` / ``--vector FILE.npy`` (with or without text)."""
+    import json
+
+    from gcmr.search import load_searcher, ranked_hits
+    from gcmr.search.example import EXAMPLE_WEIGHT
+    from gcmr.search.retriever import Retriever
+
+    if args.like and args.vector is not None:
+        raise GcmrError("pass either --like or --vector, not both")
+    queries = list(args.queries)
+    for number, query in enumerate(queries, start=1):
+        reason = _undecodable(query)
+        if reason is not None:
+            raise GcmrError(f"query argument {number} is not valid UTF-8 ({reason}): "
+                            f"{snippet(query)}")
+    if args.file is not None:  # standard input is read only when asked (--file -)
+        queries += [line for line in _read_query_file(args.file) if line.strip()]
+    vector = _read_vectors(args.vector) if args.vector is not None else None
+    for path, what in ((args.model, "model"), (args.index, "index"), (args.corpus, "corpus")):
+        require_dir(path, what)
+    searcher = load_searcher(args.model, index_path=args.index, rerank=args.rerank,
+                             corpus_path=args.corpus, verify=not args.no_verify)
+    if not isinstance(searcher, Retriever):
+        raise GcmrError(f"{args.model} is a dense model; query by example (--like, --vector) "
+                        f"needs a generative model")
+    weight = EXAMPLE_WEIGHT if args.example_weight is None else args.example_weight
+    scores, rows = searcher.search_rows(queries or None, k=args.k, beam=args.beam,
+                                        like=args.like, vector=vector, example_weight=weight)
+    results = ranked_hits(searcher, scores, rows, searcher.item_descriptions())
+    examples = [f"like {i}" for i in args.like] if args.like else \
+        [f"vector {args.vector}" + (f" row {i}" if getattr(vector, "ndim", 1) == 2 else "")
+         for i in range(1 if vector.ndim == 1 else len(vector))]
+    for i, hits in enumerate(results):
+        example = examples[i] if len(examples) > 1 else examples[0]
+        title = f"query: {queries[i]} + {example}" if queries else example
+        if args.json:
+            record = {"example": example, "results": hits}
+            if queries:
+                record["query"] = queries[i]
+            print(json.dumps(record))
+        else:
+            print_table(title, ("rank", "item id", "score", "caption / source"),
+                        [(h["rank"], h["id"], f"{h['score']:.3f}", h["caption"]) for h in hits])
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import json
 
     from gcmr.search import load_searcher, ranked_hits
 
+    if args.like or args.vector is not None:
+        return cmd_search_example(args)
+    if args.example_weight is not None:
+        raise GcmrError("--example-weight applies to a query by example (--like, --vector)")
     queries = _read_queries(args)
     for path, what in ((args.model, "model"), (args.index, "index"), (args.corpus, "corpus")):
         require_dir(path, what)

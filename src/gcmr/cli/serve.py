@@ -5,12 +5,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gcmr.cli.common import positive_int
+from gcmr.cli.common import bounded_int, nonneg_float, positive_int
 from gcmr.cli.retrieval import add_rerank_option, add_verify_option, require_dir
 from gcmr.search.base import MAX_BEAM, MAX_K
 from gcmr.serve.app import ServeLimits
+from gcmr.serve.batching import MAX_BATCH_LIMIT, MAX_WAIT_LIMIT_MS, BatchingConfig
 
 _DEFAULTS = ServeLimits()
+_BATCHING = BatchingConfig()
+
+
+def wait_ms(text: str) -> float:
+    """An argparse type: milliseconds in ``[0, MAX_WAIT_LIMIT_MS]``."""
+    value = nonneg_float(text)
+    if value > MAX_WAIT_LIMIT_MS:
+        raise argparse.ArgumentTypeError(f"expected milliseconds in [0, "
+                                         f"{MAX_WAIT_LIMIT_MS:g}], got {text}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "with FastAPI: GET /health, GET /search?q=...&k=10, POST /search "
                        "{\"queries\": [...], \"k\": 10, \"beam\": null}, and a search page at /. "
                        "Requests are bounded (body size, query length, queries per request; "
-                       f"k <= {MAX_K}, beam <= {MAX_BEAM}) and a large batch is searched in "
-                       "chunks, so other clients are served in between. "
+                       f"k <= {MAX_K}, beam <= {MAX_BEAM}); concurrent requests are "
+                       "decoded together in batched searches (micro-batching), a large request "
+                       "over several batches so other clients are served in between. "
+                       "GET /items/ID, /items/ID/media, /metrics (Prometheus). "
                        "Needs the serve extra: pip install 'gcmr[serve]'.")
     p.add_argument("model", type=Path, help="model directory (gcmr train or train-dense)")
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -39,8 +52,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-queries", type=positive_int, default=_DEFAULTS.max_queries,
                    help="most queries in one POST /search (default %(default)s)")
     g.add_argument("--chunk-work", type=positive_int, default=_DEFAULTS.chunk_work,
-                   help="queries x beam width searched per hold of the search lock; a larger "
-                   "batch is split so concurrent requests interleave (default %(default)s)")
+                   help="queries x beam width in one batched search, at most; a larger "
+                   "request is split so concurrent requests interleave (default %(default)s)")
+    b = p.add_argument_group("micro-batching (reported in /health)")
+    b.add_argument("--max-batch", type=bounded_int(MAX_BATCH_LIMIT),
+                   default=_BATCHING.max_batch,
+                   help="most queries decoded together in one batched search; 1 = no batching "
+                   "(default %(default)s)")
+    b.add_argument("--max-wait-ms", type=wait_ms, default=_BATCHING.max_wait_ms,
+                   help="how long the first query of a batch waits for others, in "
+                   f"milliseconds, at most {MAX_WAIT_LIMIT_MS:g} (default %(default)s)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -51,7 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         require_dir(path, what)
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_query_chars=args.max_query_chars,
                          max_queries=args.max_queries, chunk_work=args.chunk_work)
+    batching = BatchingConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     serve(args.model, host=args.host, port=args.port, index_path=args.index, device=args.device,
-          rerank=args.rerank, corpus_path=args.corpus, limits=limits,
+          rerank=args.rerank, corpus_path=args.corpus, limits=limits, batching=batching,
           verify=not args.no_verify)
     return 0

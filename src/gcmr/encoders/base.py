@@ -41,12 +41,15 @@ def l2_normalize(x: np.ndarray, *, eps: float = 1e-12) -> np.ndarray:
 
 
 def select_device(device: str | None = None) -> Any:
-    """``auto``/None picks cuda, then mps, then cpu; an explicit device must be available."""
+    """``auto``/None picks cuda, then mps, then cpu; an explicit device must be available.
+    Under torchrun ``auto`` and ``cuda`` are this rank's GPU (``cuda:LOCAL_RANK``)."""
     import torch
+
+    from gcmr.runtime import local_cuda
 
     if device in (None, "", "auto"):
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return local_cuda()
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
@@ -57,6 +60,8 @@ def select_device(device: str | None = None) -> Any:
         raise ConfigError(f"--device: {device!r} is not a torch device ({exc})") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None:
+        return local_cuda()
     if dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():

@@ -20,7 +20,7 @@ from typing import Any
 from gcmr.config import JsonConfig
 from gcmr.encoders.base import TorchEncoder, batched, inference
 from gcmr.encoders.hf import _source
-from gcmr.encoders.resumable import ChunkedJob
+from gcmr.encoders.resumable import ChunkedJob, Shard, open_job
 from gcmr.errors import ConfigError, GcmrError
 from gcmr.extras import require
 from gcmr.progress import progress
@@ -173,16 +173,45 @@ def caption_items(
     Sampling is seeded per chunk (``seed + chunk index``), so a resumed run produces the same
     captions as an uninterrupted one. The partial directory is removed on success.
     """
+    job = caption_job(captioner, ids=ids, paths=paths, modality=modality,
+                      partial_dir=partial_dir, chunk_size=chunk_size, restart=restart,
+                      show_progress=show_progress)
+    result = collect_captions(job)
+    job.remove()
+    return result
+
+
+def caption_job(
+    captioner: HFCaptioner,
+    *,
+    ids: Sequence[str],
+    paths: Sequence[str | Path],
+    modality: str,
+    partial_dir: str | Path,
+    chunk_size: int = DEFAULT_CAPTION_CHUNK,
+    restart: bool = False,
+    show_progress: bool = True,
+    shard: Shard | None = None,
+    merge_only: bool = False,
+) -> ChunkedJob:
+    """Caption the items of ``shard``'s chunks (all without one) into ``partial_dir``; the
+    seeds depend on the chunk, not on the shard, so any sharding gives the same captions.
+    ``merge_only`` captions nothing and checks that every chunk is finished."""
     if len(ids) != len(paths):
         raise GcmrError(f"{len(ids)} ids but {len(paths)} paths")
-    job = ChunkedJob(partial_dir, job={"kind": "caption", "captioner": captioner.name,
-                                       "modality": modality,
-                                       "options": captioner.options.to_dict()},
-                     keys=[f"{i}\t{p}" for i, p in zip(ids, paths)], chunk_size=chunk_size,
-                     restart=restart)
+    job = open_job(partial_dir, job={"kind": "caption", "captioner": captioner.name,
+                                     "modality": modality,
+                                     "options": captioner.options.to_dict()},
+                   keys=[f"{i}\t{p}" for i, p in zip(ids, paths)], chunk_size=chunk_size,
+                   restart=restart, shard=shard)
+    if merge_only:
+        job.require_complete("jsonl")
+        return job
     done = job.done_items("jsonl")
+    desc = f"caption ({captioner.name})" + (f" shard {job.shard}" if job.shard.count > 1 else "")
+    show_progress = show_progress and (not job.shard.ranks or job.shard.index == 0)
     with progress(disable=not show_progress) as bar:
-        task = bar.add_task(f"caption ({captioner.name})", total=job.num_items, completed=done,
+        task = bar.add_task(desc, total=job.owned_items(), completed=done,
                             info=f"resumed {done:,} done" if done else "")
         for index in job.pending("jsonl"):
             start, stop = job.bounds(index)
@@ -194,10 +223,15 @@ def caption_items(
                 caps.extend(captioner.caption_files(paths[b0:b1], modality, seed=seed))
                 bar.advance(task, b1 - b0)
             job.save_rows(index, caps)
+    return job
+
+
+def collect_captions(job: ChunkedJob) -> list[list[str]]:
+    """The captions of every item of a finished job, in item order."""
+    job.require_complete("jsonl")
     result: list[list[str]] = []
     for index in range(job.num_chunks):
         result.extend(job.load_rows(index))
-    job.remove()
     return result
 
 

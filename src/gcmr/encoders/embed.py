@@ -1,6 +1,10 @@
 """Embedding many items, resumably: chunks of ``chunk_size`` items, each encoded in batches of
 the encoder's batch size with a progress bar, stored as they finish (see
-:mod:`gcmr.encoders.resumable`) and assembled into one ``.npy`` at the end."""
+:mod:`gcmr.encoders.resumable`) and assembled into one ``.npy`` at the end.
+
+With a :class:`~gcmr.encoders.resumable.Shard` a process computes only its chunks (torchrun
+ranks or ``--shard i/n`` jobs); ``merge_only`` computes nothing and assembles what the shards
+left, refusing while a chunk is missing."""
 
 from __future__ import annotations
 
@@ -13,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from gcmr.encoders.base import Encoder, batched, l2_normalize
-from gcmr.encoders.resumable import ChunkedJob, partial_dir_for
+from gcmr.encoders.resumable import (
+    ChunkedJob,
+    Shard,
+    merging,
+    open_job,
+    partial_dir_for,
+    shard_summary,
+)
 from gcmr.errors import GcmrError
 from gcmr.progress import progress
 
@@ -24,14 +35,22 @@ Compute = Callable[[int, int, Callable[[int], None]], np.ndarray]
 
 
 def _run_array_job(job: ChunkedJob, *, desc: str, compute: Compute, dim: int,
-                   show_progress: bool) -> ChunkedJob:
-    """Compute every pending chunk with ``compute(start, stop, advance) -> [stop-start, dim]``
-    (``advance(n)`` moves the progress bar)."""
+                   show_progress: bool, merge_only: bool = False) -> ChunkedJob:
+    """Compute every pending chunk of this shard with ``compute(start, stop, advance) ->
+    [stop-start, dim]`` (``advance(n)`` moves the progress bar); ``merge_only``: none, but
+    every chunk must be finished."""
+    if merge_only:
+        job.require_complete("npy")
+        return job
     pending = job.pending("npy")
     done = job.done_items("npy")
+    if job.shard.count > 1:
+        desc = f"{desc} shard {job.shard}"
+    # under torchrun only rank 0 draws its bar (one terminal for all ranks)
+    show_progress = show_progress and (not job.shard.ranks or job.shard.index == 0)
     with progress(disable=not show_progress) as bar:
         info = f"resumed {done:,} done" if done else ""
-        task = bar.add_task(desc, total=job.num_items, completed=done, info=info)
+        task = bar.add_task(desc, total=job.owned_items(), completed=done, info=info)
         for index in pending:
             start, stop = job.bounds(index)
             arr = compute(start, stop, lambda n: bar.advance(task, n))
@@ -54,17 +73,20 @@ def embed_items_job(
     chunk_size: int = DEFAULT_CHUNK,
     restart: bool = False,
     show_progress: bool = True,
+    shard: Shard | None = None,
+    merge_only: bool = False,
 ) -> ChunkedJob:
-    """Embed the media of every item into the chunk directory ``partial_dir``; finished chunks
-    of an earlier run with the same encoder and items are kept."""
+    """Embed the media of every item (of ``shard``'s chunks) into the chunk directory
+    ``partial_dir``; finished chunks of an earlier run with the same encoder and items are
+    kept."""
     if len(ids) != len(paths):
         raise GcmrError(f"{len(ids)} ids but {len(paths)} paths")
     keys = [f"{i}\t{p}" for i, p in zip(ids, paths)]
-    job = ChunkedJob(partial_dir, job={"kind": "embed-media", "encoder": encoder.name,
-                                       "modality": encoder.modality,
-                                       "frames": getattr(encoder, "frames", None),
-                                       "dim": encoder.dim},
-                     keys=keys, chunk_size=chunk_size, restart=restart)
+    job = open_job(partial_dir, job={"kind": "embed-media", "encoder": encoder.name,
+                                     "modality": encoder.modality,
+                                     "frames": getattr(encoder, "frames", None),
+                                     "dim": encoder.dim},
+                   keys=keys, chunk_size=chunk_size, restart=restart, shard=shard)
     step = max(1, encoder.batch_size)
 
     def compute(start: int, stop: int, advance: Callable[[int], None]) -> np.ndarray:
@@ -76,7 +98,7 @@ def embed_items_job(
         return np.concatenate(outs, axis=0)
 
     return _run_array_job(job, desc=f"embed ({encoder.name})", compute=compute,
-                          dim=encoder.dim, show_progress=show_progress)
+                          dim=encoder.dim, show_progress=show_progress, merge_only=merge_only)
 
 
 def embed_captions_job(
@@ -87,13 +109,15 @@ def embed_captions_job(
     chunk_size: int = DEFAULT_CHUNK,
     restart: bool = False,
     show_progress: bool = True,
+    shard: Shard | None = None,
+    merge_only: bool = False,
 ) -> ChunkedJob:
     """Per item, the normalized mean of its captions' text embeddings (AVG's caption-side
     embedding; ``caption_embeddings.npy``). Items without captions get a zero row."""
     keys = ["\x1f".join(c) for c in captions]
-    job = ChunkedJob(partial_dir, job={"kind": "embed-captions", "encoder": encoder.name,
-                                       "dim": encoder.dim},
-                     keys=keys, chunk_size=chunk_size, restart=restart)
+    job = open_job(partial_dir, job={"kind": "embed-captions", "encoder": encoder.name,
+                                     "dim": encoder.dim},
+                   keys=keys, chunk_size=chunk_size, restart=restart, shard=shard)
 
     def compute(start: int, stop: int, advance: Callable[[int], None]) -> np.ndarray:
         out = np.zeros((stop - start, encoder.dim), dtype=np.float32)
@@ -112,7 +136,7 @@ def embed_captions_job(
         return out
 
     return _run_array_job(job, desc=f"embed captions ({encoder.name})", compute=compute,
-                          dim=encoder.dim, show_progress=show_progress)
+                          dim=encoder.dim, show_progress=show_progress, merge_only=merge_only)
 
 
 def iter_chunks(job: ChunkedJob) -> Iterator[np.ndarray]:
@@ -126,6 +150,7 @@ def iter_chunks(job: ChunkedJob) -> Iterator[np.ndarray]:
 def assemble(job: ChunkedJob, out: str | Path, *, dim: int, dtype: str = "float32",
              remove_partial: bool = True) -> Path:
     """Concatenate the chunks into ``out`` (.npy [N, dim]) via a temporary file and rename."""
+    job.require_complete("npy")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}.npy")
@@ -157,20 +182,38 @@ def embed_to_file(
     restart: bool = False,
     show_progress: bool = True,
     write_ids: bool = True,
+    shard: Shard | None = None,
+    merge_only: bool = False,
 ) -> dict[str, Any]:
     """Embed media files into ``out`` (.npy float32 [N, D]) and ``out.ids.txt``; resumable from
-    ``<out>.partial/``. Returns a summary."""
+    ``<out>.partial/``. Returns a summary.
+
+    Sharded (``shard``, or torchrun's ranks: :meth:`Shard.resolve`), each process embeds its
+    chunks; rank 0, or a later run without ``shard``, writes ``out`` once all are finished
+    (``merge_only``: only that)."""
     out = Path(out)
+    shard = Shard.resolve(shard)
     job = embed_items_job(encoder, ids=ids, paths=paths, partial_dir=partial_dir_for(out),
-                          chunk_size=chunk_size, restart=restart, show_progress=show_progress)
-    assemble(job, out, dim=encoder.dim)
+                          chunk_size=chunk_size, restart=restart, show_progress=show_progress,
+                          shard=shard, merge_only=merge_only)
+    summary = {"embeddings": str(out), "items": len(ids), "dim": encoder.dim,
+               "encoder": encoder.name}
+    if not shard.merges and not shard.ranks:
+        return shard_summary(job, shard, "npy", **summary)
     ids_path = None
-    if write_ids:
+    with merging(shard) as merge:
+        if merge:
+            assemble(job, out, dim=encoder.dim)
+            if write_ids:
+                from gcmr.encoders.precomputed import default_ids_path
+
+                ids_path = default_ids_path(out)
+                tmp = ids_path.with_name(f".{ids_path.name}.tmp-{uuid.uuid4().hex[:8]}")
+                tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+                os.replace(tmp, ids_path)
+    if write_ids and ids_path is None:  # another rank wrote them
         from gcmr.encoders.precomputed import default_ids_path
 
         ids_path = default_ids_path(out)
-        tmp = ids_path.with_name(f".{ids_path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-        os.replace(tmp, ids_path)
-    return {"embeddings": str(out), "ids": str(ids_path) if ids_path else None,
-            "items": len(ids), "dim": encoder.dim, "encoder": encoder.name}
+    return {**summary, "ids": str(ids_path) if ids_path else None,
+            **({"ranks": shard.count} if shard.ranks else {})}

@@ -1,5 +1,6 @@
 """The library side of ``gcmr embed`` and ``gcmr caption``: embed a folder / file list / corpus,
-and (re)caption a corpus, resumably and atomically."""
+and (re)caption a corpus, resumably and atomically; sharded across torchrun's ranks or
+``--shard i/n`` jobs (:class:`~gcmr.encoders.resumable.Shard`), the merge writing the result."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from gcmr.encoders.base import Encoder
-from gcmr.encoders.captioner import HFCaptioner, caption_items, match_captions, read_captions_file
+from gcmr.encoders.captioner import (
+    HFCaptioner,
+    caption_job,
+    collect_captions,
+    match_captions,
+    read_captions_file,
+)
 from gcmr.encoders.corpus_update import media_root_of, merge_captions, rewrite_corpus
 from gcmr.encoders.embed import (
     DEFAULT_CHUNK,
@@ -18,8 +25,8 @@ from gcmr.encoders.embed import (
     embed_to_file,
 )
 from gcmr.encoders.media import EXTENSIONS, list_media
-from gcmr.encoders.resumable import partial_dir_for
-from gcmr.errors import GcmrError
+from gcmr.encoders.resumable import Shard, merging, partial_dir_for, shard_summary
+from gcmr.errors import ConfigError, GcmrError
 
 
 def is_corpus_dir(path: str | Path) -> bool:
@@ -63,11 +70,13 @@ def media_inputs(source: str | Path, *, modality: str | None = None
 
 def embed_inputs(encoder: Encoder, source: str | Path, out: str | Path, *,
                  modality: str | None = None, chunk_size: int = DEFAULT_CHUNK,
-                 restart: bool = False, show_progress: bool = True) -> dict[str, Any]:
+                 restart: bool = False, show_progress: bool = True,
+                 shard: Shard | None = None, merge_only: bool = False) -> dict[str, Any]:
     """Embed a media folder or file list into ``out`` (.npy) + ``out`` ``.ids.txt``."""
     ids, paths = media_inputs(source, modality=modality)
     return embed_to_file(encoder, ids=ids, paths=paths, out=out, chunk_size=chunk_size,
-                         restart=restart, show_progress=show_progress)
+                         restart=restart, show_progress=show_progress, shard=shard,
+                         merge_only=merge_only)
 
 
 def _corpus_items(corpus: Path) -> tuple[list[str], list[str | None], list[list[str]]]:
@@ -87,12 +96,14 @@ def _resolve_sources(corpus: Path, ids: Sequence[str], sources: Sequence[str | N
 def embed_corpus(encoder: Encoder, corpus: str | Path, *, target: str = "items",
                  media_root: str | Path | None = None, out: str | Path | None = None,
                  chunk_size: int = DEFAULT_CHUNK, restart: bool = False,
-                 show_progress: bool = True) -> dict[str, Any]:
+                 show_progress: bool = True, shard: Shard | None = None,
+                 merge_only: bool = False) -> dict[str, Any]:
     """Re-embed a corpus: ``target="items"`` embeds each item's media (its ``source``, relative
     to ``media_root``) into ``embeddings.npy``; ``target="captions"`` writes
     ``caption_embeddings.npy`` (mean text embedding of each item's captions). The corpus is
-    rewritten atomically (in place, or to ``out``)."""
+    rewritten atomically (in place, or to ``out``). Sharded: see :func:`embed_to_file`."""
     corpus = Path(corpus)
+    shard = Shard.resolve(shard)
     ids, sources, captions = _corpus_items(corpus)
     work = _work_path(corpus, f"{target}-embeddings.npy")
     if target == "items":
@@ -107,39 +118,53 @@ def embed_corpus(encoder: Encoder, corpus: str | Path, *, target: str = "items",
                             f"(set --media-root to the folder the sources are relative to)")
         job = embed_items_job(encoder, ids=ids, paths=[p for p in paths if p is not None],
                               partial_dir=partial_dir_for(work), chunk_size=chunk_size,
-                              restart=restart, show_progress=show_progress)
-        assemble(job, work, dim=encoder.dim, remove_partial=False)
-        rewrite_corpus(corpus, out=out, embeddings_file=work,
-                       meta_updates={"embedding_dim": encoder.dim,
-                                     "embedding_model": encoder.name})
+                              restart=restart, show_progress=show_progress, shard=shard,
+                              merge_only=merge_only)
+        pieces = {"embeddings_file": work,
+                  "meta_updates": {"embedding_dim": encoder.dim,
+                                   "embedding_model": encoder.name}}
     elif target == "captions":
         job = embed_captions_job(encoder, captions, partial_dir=partial_dir_for(work),
                                  chunk_size=chunk_size, restart=restart,
-                                 show_progress=show_progress)
-        assemble(job, work, dim=encoder.dim, remove_partial=False)
-        rewrite_corpus(corpus, out=out, caption_embeddings_file=work,
-                       meta_updates={"caption_embedding_model": encoder.name})
+                                 show_progress=show_progress, shard=shard,
+                                 merge_only=merge_only)
+        pieces = {"caption_embeddings_file": work,
+                  "meta_updates": {"caption_embedding_model": encoder.name}}
     else:
         raise GcmrError(f"target must be items or captions, got {target!r}")
-    job.remove()
-    return {"corpus": str(out or corpus), "target": target, "items": len(ids),
-            "dim": encoder.dim, "encoder": encoder.name}
+    summary = {"corpus": str(out or corpus), "target": target, "items": len(ids),
+               "dim": encoder.dim, "encoder": encoder.name}
+    if not shard.merges and not shard.ranks:
+        return shard_summary(job, shard, "npy", **summary)
+    with merging(shard) as merge:
+        if merge:
+            assemble(job, work, dim=encoder.dim, remove_partial=False)
+            rewrite_corpus(corpus, out=out, **pieces)
+            job.remove()
+    return {**summary, **({"ranks": shard.count} if shard.ranks else {})}
 
 
 def caption_corpus(corpus: str | Path, *, captioner: HFCaptioner | None = None,
                    captions_file: str | Path | None = None, mode: str = "append",
                    media_root: str | Path | None = None, out: str | Path | None = None,
                    chunk_size: int = 256, restart: bool = False,
-                   show_progress: bool = True) -> dict[str, Any]:
+                   show_progress: bool = True, shard: Shard | None = None,
+                   merge_only: bool = False) -> dict[str, Any]:
     """Set every item's ``captions`` from a captioner (image / video media) or a captions file
-    (any modality), appending to or replacing the existing ones; atomic rewrite."""
+    (any modality), appending to or replacing the existing ones; atomic rewrite. A captioner's
+    work is sharded like :func:`embed_corpus`'s (a captions file is read by the merging
+    process alone)."""
     import json
 
     corpus = Path(corpus)
     if (captioner is None) == (captions_file is None):
         raise GcmrError("pass exactly one of a captioner (--captioner) or a captions file "
                         "(--captions-file)")
+    if captioner is None and ((shard is not None and shard.count > 1) or merge_only):
+        raise ConfigError("--shard and --merge split a captioner's work; a captions file "
+                          "(--captions-file) is read in one run")
     merge_captions([], [], mode)  # validates mode before any work
+    shard = Shard.resolve(shard)
     ids, sources, old = _corpus_items(corpus)
     unmatched = 0
     if captioner is not None:
@@ -155,27 +180,41 @@ def caption_corpus(corpus: str | Path, *, captioner: HFCaptioner | None = None,
             raise GcmrError(f"{corpus}: no item has a readable media file (sources relative to "
                             f"{media_root_of(corpus, media_root)}); set --media-root")
         work = _work_path(corpus, "captions")
-        got = caption_items(captioner, ids=[ids[i] for i in usable],
-                            paths=usable_paths, modality=modality,
-                            partial_dir=partial_dir_for(work), chunk_size=chunk_size,
-                            restart=restart, show_progress=show_progress)
-        new: list[list[str]] = [[] for _ in ids]
-        for i, caps in zip(usable, got):
-            new[i] = caps
+        job = caption_job(captioner, ids=[ids[i] for i in usable],
+                          paths=usable_paths, modality=modality,
+                          partial_dir=partial_dir_for(work), chunk_size=chunk_size,
+                          restart=restart, show_progress=show_progress, shard=shard,
+                          merge_only=merge_only)
+        if not shard.merges and not shard.ranks:
+            return shard_summary(job, shard, "jsonl", corpus=str(out or corpus),
+                                 items=len(ids), captions_from=captioner.name)
         source_name = captioner.name
     else:
-        assert captions_file is not None
-        new, unmatched = match_captions(read_captions_file(captions_file), ids, sources)
+        job = None
         source_name = f"file:{captions_file}"
-    merged = [merge_captions(o, n, mode) if n or mode == "append" else o
-              for o, n in zip(old, new)]
-    rewrite_corpus(corpus, out=out, captions=merged,
-                   meta_updates={"captions_from": source_name if mode == "replace"
-                                 else _append_source(corpus, source_name)})
+    summary: dict[str, Any] = {"corpus": str(out or corpus), "items": len(ids), "mode": mode,
+                               "captions_from": source_name}
+    with merging(shard) as merge:
+        if not merge:
+            return {**summary, "ranks": shard.count, "merged_by": "rank 0"}
+        if job is not None:
+            new: list[list[str]] = [[] for _ in ids]
+            for i, caps in zip(usable, collect_captions(job)):
+                new[i] = caps
+        else:
+            assert captions_file is not None
+            new, unmatched = match_captions(read_captions_file(captions_file), ids, sources)
+        merged = [merge_captions(o, n, mode) if n or mode == "append" else o
+                  for o, n in zip(old, new)]
+        rewrite_corpus(corpus, out=out, captions=merged,
+                       meta_updates={"captions_from": source_name if mode == "replace"
+                                     else _append_source(corpus, source_name)})
+        if job is not None:
+            job.remove()
     counts = [len(c) for c in merged]
-    return {"corpus": str(out or corpus), "items": len(ids), "mode": mode,
-            "captions_from": source_name, "items_without_new_captions": unmatched,
-            "captions_per_item_mean": sum(counts) / max(1, len(counts))}
+    return {**summary, "items_without_new_captions": unmatched,
+            "captions_per_item_mean": sum(counts) / max(1, len(counts)),
+            **({"ranks": shard.count} if shard.ranks else {})}
 
 
 def _append_source(corpus: Path, source: str) -> str:

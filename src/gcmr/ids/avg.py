@@ -3,7 +3,8 @@ Retrieval as Autoregressive Token-to-Voken Generation", section 3.2, eqs. 3-6).
 
 An item vector ``v_i`` is encoded by an MLP to a latent ``z``, which is residually quantized
 into ``M`` vokens (``voken_length``, default 4, AVG table 5) from ONE codebook of ``N``
-vectors shared by all ``M`` steps (``voken_codebook_size``, default 1024, AVG table 4;
+vectors shared by all ``M`` steps (``voken_codebook_size``; AVG table 4 uses 1024 for
+Flickr30K / MS-COCO; our default 0 sizes it to the corpus, :func:`gcmr.ids.schemes.sqrt_size`;
 ``shared_codebook=False`` gives one codebook per step, as CART's RQ-VAE). The partial sums
 ``z^(d) = e_{c_1} + ... + e_{c_d}`` are decoded by an MLP, and the tokenizer is trained with
 
@@ -47,6 +48,7 @@ from torch import nn
 
 from gcmr.errors import ConfigError, CorpusError
 from gcmr.ids.kmeans import kmeans
+from gcmr.progress import note
 from gcmr.ids.rqvae import RQVAE, ExtraLoss, RQOutput, rqvae_loss, total_steps, train_rqvae
 from gcmr.ids.schemes import (
     IdScheme,
@@ -58,6 +60,7 @@ from gcmr.ids.schemes import (
     iter_chunks,
     progress_task,
     register_scheme,
+    sqrt_size,
 )
 
 CAPTION_EMBEDDINGS = "caption_embeddings.npy"
@@ -258,7 +261,14 @@ class AvgScheme(IdScheme):
         cfg = self.config
         rows = fit_rows(len(emb), cfg.max_fit_items, cfg.seed)
         view = RowView(emb, rows)
-        n_codes = adapt_size(cfg.voken_codebook_size, len(rows), "voken_codebook_size", "items")
+        size_rule = None
+        n_codes = cfg.voken_codebook_size
+        if n_codes == 0:  # the default: sized to the corpus
+            n_codes = sqrt_size(len(emb))
+            size_rule = {"rule": "voken_codebook_size = pow2(sqrt N) in [16, 1024]",
+                         "num_items": int(len(emb)), "voken_codebook_size": n_codes}
+            note(f"voken codebook from N = {len(emb):,} items: {n_codes} vokens")
+        n_codes = adapt_size(n_codes, len(rows), "voken_codebook_size", "items")
         self.config_ = cfg.replace(voken_codebook_size=n_codes)
         text_vec, text_mask, text_info = self._text(emb, rows, corpus, text, show_progress)
         torch.manual_seed(cfg.seed)
@@ -285,7 +295,8 @@ class AvgScheme(IdScheme):
         if text_vec is not None:
             info["align_cos"] = self._align_cos(view, text_vec, text_mask)
         self.fit_info_ = {"fit_items": len(rows), "shared_codebook": cfg.shared_codebook,
-                          "align_weight": cfg.align_weight, **text_info, "rqvae": info}
+                          "align_weight": cfg.align_weight, **text_info, "rqvae": info,
+                          **({"size_rule": size_rule} if size_rule else {})}
         return self
 
     def _text(self, emb: np.ndarray, rows: np.ndarray, corpus: Any, text: Any,

@@ -103,7 +103,9 @@ class IndexConfig(JsonConfig):
     random_code_size: int = 0  # random scheme: codes per position (0 = codebook_size)
     # --- avg (AVG aligned voken tokenizer, gcmr.ids.avg; defaults from AVG tables 4-5)
     voken_length: int = 4  # M: vokens per item (residual quantization steps)
-    voken_codebook_size: int = 1024  # N: vectors in the voken codebook
+    # N: vectors in the voken codebook; 0 = from the number of items (sqrt N as a power of
+    # two in [16, 1024], gcmr.ids.schemes.sqrt_size; AVG's 1024 at 1M items and more)
+    voken_codebook_size: int = 0
     shared_codebook: bool = True  # one codebook for all M steps (AVG); False = one per step
     align_weight: float = 1.0  # weight of the cross-modal alignment loss (0 = "w/o alignment")
     # caption encoder when the corpus has no caption_embeddings.npy (AVG; fit_view captions)
@@ -132,13 +134,14 @@ class IndexConfig(JsonConfig):
         positive = ("num_fine_levels", "latent_dim",
                     "kmeans_epochs", "kmeans_batch_size", "epochs", "batch_size",
                     "restart_threshold", "init_kmeans_rows", "kmeans_iters", "max_fit_items",
-                    "encode_batch_size", "voken_length", "voken_codebook_size")
+                    "encode_batch_size", "voken_length")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"index option {name} must be a whole number >= 1, got {value!r}")
         for name in ("max_steps", "warmup_steps", "restart_interval", "hkmeans_branching",
-                     "random_code_size", "num_clusters", "codebook_size"):
+                     "random_code_size", "num_clusters", "codebook_size",
+                     "voken_codebook_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"index option {name} must be a whole number >= 0, got {value!r}")

@@ -10,6 +10,9 @@ directory (manifest ``gcmr-index`` v1 + ``ids.npy`` + ``item_ids.json`` + safete
   item_ids.json        the corpus item ids in row order (search needs no corpus)
   trie.safetensors     per-level CSR transition tables (gcmr.ids.trie.Trie)
   scheme.safetensors   the fitted scheme's tensors (K-Means centroids, RQ-VAE weights, ...)
+  deleted.npy          optional: int64 [n] sorted rows of deleted items (live updates,
+                       :mod:`gcmr.search.updates`): they keep their row and identifier (never
+                       reused) but are not in the trie, so no search returns them
 ```
 
 Loading verifies the recorded sha256 of every file (``verify=False`` skips it; an index from
@@ -55,7 +58,9 @@ IDS_FILE = "ids.npy"
 ITEM_IDS_FILE = "item_ids.json"
 TRIE_FILE = "trie.safetensors"
 SCHEME_FILE = "scheme.safetensors"
-DATA_FILES = (IDS_FILE, ITEM_IDS_FILE, TRIE_FILE, SCHEME_FILE)  # checksummed in the manifest
+DELETED_FILE = "deleted.npy"
+# checksummed in the manifest (deleted.npy only where an update wrote one)
+DATA_FILES = (IDS_FILE, ITEM_IDS_FILE, TRIE_FILE, SCHEME_FILE, DELETED_FILE)
 
 
 def level_names(scheme: str, num_semantic: int) -> list[str]:
@@ -83,6 +88,8 @@ class SemanticIndex:
     corpus_fingerprint: str
     scheme: IdScheme
     timing: dict[str, float] = field(default_factory=dict)
+    # sorted rows of deleted items: not in the trie (live updates); their rows stay
+    deleted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def num_items(self) -> int:
@@ -124,6 +131,82 @@ class SemanticIndex:
         """Item row of each complete identifier [B, L], or -1 where no item has it."""
         return self.trie.lookup(codes)
 
+    # ------------------------------------------------------------------ live updates
+
+    @property
+    def num_live(self) -> int:
+        """Items in the trie (all rows but the deleted ones)."""
+        return self.num_items - len(self.deleted)
+
+    def live_rows(self) -> np.ndarray:
+        """Rows of the items not deleted, ascending."""
+        live = np.ones(self.num_items, dtype=bool)
+        live[self.deleted] = False
+        return np.flatnonzero(live)
+
+    def next_counters(self, semantic: np.ndarray) -> np.ndarray:
+        """Unique counters [A] for new items with semantic codes ``semantic`` [A, L - 1]: in
+        each group of equal semantic codes, the next free values after every existing row's
+        (deleted rows included: an identifier is never reused), in row order among the new
+        items. The same rule as :func:`~gcmr.ids.stats.unique_counter`, continued."""
+        semantic = np.asarray(semantic, dtype=np.int64).reshape(-1, self.length - 1)
+        n_old = self.num_items
+        sem = np.concatenate([self.codes[:, :-1], semantic])
+        if len(sem) == 0:
+            return np.zeros(0, dtype=np.int64)
+        if sem.shape[1]:
+            order = np.lexsort(sem.T[::-1])
+            srt = sem[order]
+            starts = np.ones(len(sem), dtype=bool)
+            starts[1:] = (srt[1:] != srt[:-1]).any(axis=1)
+            gid = np.empty(len(sem), dtype=np.int64)
+            gid[order] = np.cumsum(starts) - 1
+        else:  # one token per item (atomic): one group
+            gid = np.zeros(len(sem), dtype=np.int64)
+        free = np.zeros(int(gid.max()) + 1, dtype=np.int64)
+        np.maximum.at(free, gid[:n_old], self.codes[:, -1] + 1)
+        new_gid = gid[n_old:]
+        return free[new_gid] + unique_counter(new_gid[:, None])
+
+    def with_items(self, semantic: np.ndarray, item_ids: list[str]) -> SemanticIndex:
+        """A new index with items appended (rows ``num_items ..``): their identifiers are
+        ``semantic`` [A, L - 1] + :meth:`next_counters`; the unique level grows when a counter
+        passes its size. Ids must be new (the caller checks and names them)."""
+        semantic = np.asarray(semantic, dtype=np.int64).reshape(-1, self.length - 1)
+        if len(semantic) != len(item_ids):
+            raise ConfigError(f"{len(item_ids)} item ids for {len(semantic)} identifiers")
+        counters = self.next_counters(semantic)
+        codes = np.concatenate([self.codes, np.concatenate([semantic, counters[:, None]],
+                                                            axis=1)])
+        sizes = list(self.level_sizes)
+        if len(counters):
+            sizes[-1] = max(sizes[-1], int(counters.max()) + 1)
+        return self._replaced(codes=codes, level_sizes=sizes,
+                              item_ids=list(self.item_ids) + list(item_ids),
+                              deleted=self.deleted)
+
+    def without_rows(self, rows: np.ndarray) -> SemanticIndex:
+        """A new index with item ``rows`` deleted (out of the trie; rows and ids stay)."""
+        deleted = np.union1d(self.deleted, np.asarray(rows, dtype=np.int64))
+        return self._replaced(codes=self.codes, level_sizes=list(self.level_sizes),
+                              item_ids=list(self.item_ids), deleted=deleted)
+
+    def _replaced(self, *, codes: np.ndarray, level_sizes: list[int], item_ids: list[str],
+                  deleted: np.ndarray) -> SemanticIndex:
+        deleted = np.asarray(deleted, dtype=np.int64)
+        live = np.ones(len(codes), dtype=bool)
+        live[deleted] = False
+        rows = np.flatnonzero(live)
+        trie = Trie.build(codes[rows], level_sizes, rows=rows)
+        stats = dict(self.stats)
+        stats["live_items"] = len(rows)
+        stats["deleted_items"] = len(deleted)
+        return SemanticIndex(config=self.config, codes=codes, level_sizes=list(level_sizes),
+                             item_ids=item_ids, trie=trie, stats=stats,
+                             corpus_path=self.corpus_path,
+                             corpus_fingerprint=self.corpus_fingerprint, scheme=self.scheme,
+                             timing=dict(self.timing), deleted=deleted)
+
     # ------------------------------------------------------------------ persistence
 
     def save(self, out: str | Path, *, overwrite: bool = False) -> Path:
@@ -136,11 +219,15 @@ class SemanticIndex:
             write_json(tmp / ITEM_IDS_FILE, list(self.item_ids))
             save_tensors(tmp / TRIE_FILE, self.trie.state_dict())
             save_tensors(tmp / SCHEME_FILE, self.scheme.state_dict())
+            if len(self.deleted):
+                np.save(tmp / DELETED_FILE, np.ascontiguousarray(self.deleted, dtype=np.int64),
+                        allow_pickle=False)
             write_manifest(
                 tmp, fmt=FORMAT, version=VERSION, checksum_files=DATA_FILES,
                 scheme=self.config.scheme,
                 config=self.config.to_dict(),
                 num_items=self.num_items,
+                **({"num_deleted": len(self.deleted)} if len(self.deleted) else {}),
                 length=self.length,
                 level_sizes=list(self.level_sizes),
                 level_names=self.level_names,
@@ -179,6 +266,7 @@ class SemanticIndex:
             raise ArtifactError(f"{where}: bad field ({exc})") from exc
         codes = _load_codes(path / IDS_FILE, num_items, length)
         item_ids = _load_item_ids(path / ITEM_IDS_FILE, num_items)
+        deleted = _load_deleted(path / DELETED_FILE, num_items)
         if len(level_sizes) != length:
             raise ArtifactError(f"{where}: level_sizes has {len(level_sizes)} entries, length is {length}")
         if num_items and ((codes.min(axis=0) < 0).any()
@@ -186,7 +274,7 @@ class SemanticIndex:
             raise ArtifactError(f"{path / IDS_FILE}: codes fall outside the level sizes {level_sizes}")
         trie = Trie.from_state_dict(load_tensors(path / TRIE_FILE))
         if trie.level_sizes != level_sizes or trie.num_levels != length or \
-                (length and len(trie.targets[-1]) != num_items):
+                (length and len(trie.targets[-1]) != num_items - len(deleted)):
             raise ArtifactError(f"{path / TRIE_FILE}: trie does not match the identifiers "
                                 f"(levels {trie.level_sizes}, expected {level_sizes})")
         scheme_cls = get_scheme_or_artifact_error(config.scheme, where)
@@ -194,7 +282,7 @@ class SemanticIndex:
         return cls(config=config, codes=codes, level_sizes=level_sizes, item_ids=item_ids,
                    trie=trie, stats=stats, corpus_path=corpus_path,
                    corpus_fingerprint=fingerprint, scheme=scheme,
-                   timing=dict(manifest.get("timing", {})))
+                   timing=dict(manifest.get("timing", {})), deleted=deleted)
 
 
 def get_scheme_or_artifact_error(name: str, where: Path) -> type[IdScheme]:
@@ -227,6 +315,20 @@ def _load_item_ids(path: Path, num_items: int) -> list[str]:
     if not isinstance(ids, list) or len(ids) != num_items or not all(isinstance(i, str) for i in ids):
         raise ArtifactError(f"{path}: expected a list of {num_items} item id strings")
     return ids
+
+
+def _load_deleted(path: Path, num_items: int) -> np.ndarray:
+    """The deleted rows (none when the file is absent: an index without deletions)."""
+    if not path.is_file():
+        return np.zeros(0, dtype=np.int64)
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
+        raise ArtifactError(f"{path}: corrupted deleted-rows file ({exc})") from exc
+    if rows.dtype != np.int64 or rows.ndim != 1 or (len(rows) and (
+            rows.min() < 0 or rows.max() >= num_items or np.any(np.diff(rows) <= 0))):
+        raise ArtifactError(f"{path}: expected sorted unique int64 rows in [0, {num_items})")
+    return rows
 
 
 def assemble(semantic: np.ndarray, semantic_sizes: list[int]) -> tuple[np.ndarray, list[int]]:

@@ -47,8 +47,13 @@ class Trie:
         return [len(o) - 1 for o in self.offsets]
 
     @classmethod
-    def build(cls, codes: np.ndarray, level_sizes: list[int]) -> Trie:
+    def build(cls, codes: np.ndarray, level_sizes: list[int],
+              rows: np.ndarray | None = None) -> Trie:
         """Build from unique identifiers ``codes`` [N, L] (row i = item i) in O(N L log N).
+
+        ``rows`` [N] (optional) are the item rows the identifiers belong to, when ``codes``
+        holds only some items (e.g. the live items of an index with deletions): the last
+        level's targets are then ``rows[i]`` instead of ``i``.
 
         Raises ArtifactError when two items share an identifier (the trie needs unique ids).
         """
@@ -56,6 +61,11 @@ class Trie:
         if codes.ndim != 2 or codes.shape[1] != len(level_sizes):
             raise ArtifactError(f"codes must be [N, {len(level_sizes)}], got {codes.shape}")
         n, depth = codes.shape
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            if rows.shape != (n,):
+                raise ArtifactError(f"rows must be [{n}], got {list(rows.shape)}")
+        row_of = (lambda i: i) if rows is None else (lambda i: rows[i])
         for lvl, size in enumerate(level_sizes):
             if n and (codes[:, lvl].min() < 0 or codes[:, lvl].max() >= size):
                 raise ArtifactError(f"codes at level {lvl} fall outside [0, {size})")
@@ -71,7 +81,8 @@ class Trie:
         if n and not starts[:, -1].all():
             dup = int(np.flatnonzero(~starts[:, -1])[0])
             a, b = order[dup - 1], order[dup]
-            raise ArtifactError(f"items {a} and {b} share identifier {codes[a].tolist()}; "
+            raise ArtifactError(f"items {row_of(a)} and {row_of(b)} share identifier "
+                                f"{codes[a].tolist()}; "
                                 f"identifiers must be unique")
         # node id of each sorted row's prefix of length d + 1 (cumulative count of starts)
         node_of = np.cumsum(starts, axis=0) - 1  # [N, L]
@@ -87,7 +98,8 @@ class Trie:
             offsets.append(torch.from_numpy(off))
             tokens.append(torch.from_numpy(sorted_codes[edge_rows, d].copy()))
             if d == depth - 1:
-                targets.append(torch.from_numpy(order[edge_rows].astype(np.int64)))
+                leaf = order[edge_rows].astype(np.int64)
+                targets.append(torch.from_numpy(leaf if rows is None else rows[leaf]))
             else:
                 targets.append(torch.from_numpy(node_of[edge_rows, d].astype(np.int64)))
             parent = node_of[:, d]

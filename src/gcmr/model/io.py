@@ -202,12 +202,16 @@ def index_record(index: Any, index_path: str | Path) -> dict[str, Any]:
             "fingerprint": index_fingerprint(index)}
 
 
-def write_model_manifest(directory: str | Path, *, dense: bool, **fields: Any) -> dict:
+def write_model_manifest(directory: str | Path, *, dense: bool,
+                         extra_checksums: tuple[str, ...] = (), **fields: Any) -> dict:
     """Write the manifest of a generative (``dense=False``) or dense model directory, with
     the sha256 of the weight, tokenizer, faiss and caption-vector files present now (the
-    trainers rewrite the manifest after each epoch's weights, so the record follows them)."""
+    trainers rewrite the manifest after each epoch's weights, so the record follows them),
+    and of ``extra_checksums`` (relative paths, e.g. the files of a live update's
+    ``additions/`` corpus)."""
     fmt, version = (DENSE_FORMAT, DENSE_VERSION) if dense else (MODEL_FORMAT, MODEL_VERSION)
     fields.setdefault("tokenizer", TOKENIZER)
     fields.setdefault("weights", WEIGHTS)
-    files = (fields["weights"], fields["tokenizer"], FAISS_FILE, CAPTION_VECTORS, CAPTION_OFFSETS)
+    files = (fields["weights"], fields["tokenizer"], FAISS_FILE, CAPTION_VECTORS,
+             CAPTION_OFFSETS, *extra_checksums)
     return write_manifest(directory, fmt=fmt, version=version, checksum_files=files, **fields)

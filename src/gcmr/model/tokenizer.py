@@ -4,6 +4,12 @@ corpus's training texts (item captions + train queries).
 Everything the tokenizer needs at load time lives in its one ``tokenizer.json`` file: the
 normalizer records lower-casing, the truncation setting records ``max_length`` and the padding
 setting records the pad token, so the model directory needs no second options file.
+
+Text that cannot be encoded as UTF-8 (a lone surrogate, which a corpus's JSON may legally hold
+as ``"\\ud800"``) is escaped the way :func:`gcmr.errors.safe_text` does before it reaches
+the subword model, in training and in encoding alike, so such a caption trains and encodes
+instead of crashing the Rust tokenizer. (Search queries are refused earlier, by
+:func:`gcmr.search.base.check_query`.)
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from gcmr.errors import ArtifactError, ConfigError, GcmrError
+from gcmr.errors import ArtifactError, ConfigError, GcmrError, safe_text, snippet
 
 PAD = "[PAD]"
 UNK = "[UNK]"
@@ -94,7 +100,7 @@ class QueryTokenizer:
             nonlocal count
             for text in texts:
                 count += 1
-                yield text
+                yield safe_text(text)
 
         tok.train_from_iterator(stream(), trainer=trainer)
         if count == 0:
@@ -112,20 +118,24 @@ class QueryTokenizer:
         if not texts:
             raise GcmrError("encode_batch got no queries")
         for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise GcmrError(f"query {i} is empty: {text!r}")
-        encodings = self._tok.encode_batch(list(texts))
+            if not isinstance(text, str):
+                raise GcmrError(f"query {i} must be a str, got {type(text).__name__}: "
+                                f"{snippet(text)}")
+            if not text.strip():
+                raise GcmrError(f"query {i} is empty: {snippet(text)}")
+        encodings = self._tok.encode_batch([safe_text(text) for text in texts])
         ids = torch.tensor([e.ids for e in encodings], dtype=torch.int64)
         mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool)
         empty = (~mask.any(dim=1)).nonzero().flatten()
         if len(empty):
             i = int(empty[0])
-            raise GcmrError(f"query {i} has no tokens after normalization: {texts[i]!r}")
+            raise GcmrError(f"query {i} has no tokens after normalization: "
+                            f"{snippet(texts[i])}")
         return ids, mask
 
     def tokenize(self, text: str) -> list[str]:
         """The subword pieces of one text (for inspection and tests)."""
-        return self._tok.encode(text).tokens
+        return self._tok.encode(safe_text(text)).tokens
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer JSON file (vocabulary, normalizer, truncation = max_length)."""

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from gcmr.errors import ArtifactError
+from gcmr.errors import ArtifactError, safe_text
 
 
 @runtime_checkable
@@ -78,10 +78,12 @@ def load_searcher(model_dir: str | Path, *, index_path: str | Path | None = None
 
 def ranked_hits(searcher: Searcher, scores: Any, rows: Any, describe: Any) -> list[list[dict]]:
     """Per query, the ranked results of ``search_rows`` as dicts ``{rank, id, score,
-    caption}`` (padding dropped); ``describe`` maps an item row to its caption or source."""
+    caption}`` (padding dropped); ``describe`` maps an item row to its caption or source.
+    Ids and captions are for display: a lone surrogate a corpus holds is escaped
+    (:func:`~gcmr.errors.safe_text`), so the hits can always be printed and sent as JSON."""
     ids = searcher.item_ids
-    return [[{"rank": rank + 1, "id": ids[int(r)], "score": round(float(s), 5),
-              "caption": describe(int(r))}
+    return [[{"rank": rank + 1, "id": safe_text(ids[int(r)]), "score": round(float(s), 5),
+              "caption": safe_text(describe(int(r)))}
              for rank, (s, r) in enumerate(zip(srow, rrow)) if r >= 0]
             for srow, rrow in zip(scores, rows)]
 

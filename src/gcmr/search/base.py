@@ -10,45 +10,20 @@ it everywhere, never a TypeError, an IndexError or an unbounded allocation deep 
 from __future__ import annotations
 
 import operator
-import reprlib
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gcmr.errors import ConfigError, CorpusError
+# snippet and safe_text live in gcmr.errors (the tokenizer below this layer uses them too);
+# imported here so callers keep quoting them from the search arguments' contract
+from gcmr.errors import SNIPPET_CHARS, ConfigError, CorpusError, safe_text, snippet  # noqa: F401
 
 MAX_K = 1000  # results per query: the [Q, k] outputs and the search's top-k stay bounded
 MAX_BEAM = 1000  # beam width of a generative search: its work grows with it at every level
 MAX_BATCH_SIZE = 1 << 16  # queries encoded together (search_rows' batch_size)
-SNIPPET_CHARS = 100  # how much of a bad value an error message shows
-
-
-def snippet(value: Any, limit: int = SNIPPET_CHARS) -> str:
-    """A short, printable, UTF-8-safe rendering of ``value`` for an error message: its
-    ``repr`` cut to about ``limit`` characters (with the full length noted), lone surrogates
-    escaped. Messages never echo a whole request: a 1 MB query or 10,000 of them."""
-    short = reprlib.Repr()
-    short.maxstring = short.maxother = limit
-    short.maxlist = short.maxtuple = short.maxset = short.maxdict = 5
-    shown = short.repr(value)
-    if len(shown) > limit:
-        shown = shown[:limit] + "..."
-    text = isinstance(value, (str, bytes, bytearray))
-    size = value.size if isinstance(value, np.ndarray) else \
-        len(value) if isinstance(value, Sized) else 0
-    if size > (limit if text else 5):
-        unit = "characters" if isinstance(value, str) else "bytes" if text else "items"
-        shown += f" ({size:,} {unit})"
-    return safe_text(shown)
-
-
-def safe_text(text: str) -> str:
-    """``text`` with anything that cannot be encoded as UTF-8 (lone surrogates) escaped, so
-    it can be printed or sent as JSON."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def check_int(name: str, value: Any, *, low: int = 1, high: int | None = None) -> int:

@@ -23,7 +23,7 @@ import operator
 
 import torch
 
-from gcmr.errors import ConfigError
+from gcmr.errors import ConfigError, snippet
 from gcmr.ids.trie import Trie
 from gcmr.model.generative import BOS, GenerativeRetrievalModel
 
@@ -44,7 +44,8 @@ def effective_beam(beam: int | None, k: int) -> int:
             raise TypeError
         beam, k = operator.index(beam), operator.index(k)
     except TypeError:
-        raise ConfigError(f"beam and k must be integers, got beam={beam!r}, k={k!r}") from None
+        raise ConfigError(f"beam and k must be integers, got beam={snippet(beam)}, "
+                          f"k={snippet(k)}") from None
     if beam < 1 or k < 1:
         raise ConfigError(f"beam and k must be >= 1, got beam={beam}, k={k}")
     return max(beam, k)

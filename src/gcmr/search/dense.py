@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from gcmr.config import JsonConfig
-from gcmr.errors import ArtifactError, ConfigError, CorpusError, GcmrError
+from gcmr.errors import ArtifactError, ConfigError, CorpusError, GcmrError, snippet
 from gcmr.model.io import FAISS_FILE
 from gcmr.search.base import CorpusSearcher, check_search_args
 from gcmr.search.faiss_index import (
@@ -364,7 +364,8 @@ class ZeroShotSearcher(DenseSearcher):
         missing = [t for t in texts if t not in self._vectors]
         if missing:
             raise GcmrError(f"zero-shot dense search has no precomputed embedding for query "
-                            f"{missing[0]!r} (only the queries of the loaded splits are known)")
+                            f"{snippet(missing[0])} (only the queries of the loaded splits are "
+                            f"known)")
         return np.stack([self._vectors[t] for t in texts]) if texts else \
             np.zeros((0, self.items.shape[1]), dtype=np.float32)
 

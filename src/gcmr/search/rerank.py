@@ -224,14 +224,21 @@ class PrefixExpander:
     log-probability of the best beam sharing its prefix (an upper bound of its own).
     """
 
-    def __init__(self, codes: np.ndarray, level_sizes: list[int], depth: int) -> None:
+    def __init__(self, codes: np.ndarray, level_sizes: list[int], depth: int,
+                 rows: np.ndarray | None = None) -> None:
+        """``rows``: the items that may join a list (default all; an index with deleted
+        items passes its live rows, so a deleted item is never a candidate)."""
         codes = np.asarray(codes, dtype=np.int64)
         if not 1 <= depth < codes.shape[1]:
             raise ConfigError(f"expansion depth must be in [1, {codes.shape[1] - 1}], got "
                               f"{depth}")
         self.depth = depth
         self._keys = self._prefix_keys(codes, level_sizes)
-        self.order = np.argsort(self._keys, kind="stable")
+        if rows is None:
+            self.order = np.argsort(self._keys, kind="stable")
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            self.order = rows[np.argsort(self._keys[rows], kind="stable")]
         self.sorted_keys = self._keys[self.order]
         self.level_sizes = list(level_sizes)
 
@@ -289,9 +296,51 @@ class PrefixExpander:
 
 
 def expander_for(codes: np.ndarray, level_sizes: list[int],
-                 config: RerankConfig) -> PrefixExpander | None:
-    """The :class:`PrefixExpander` that ``config`` asks for over an index's identifiers, or
-    ``None`` when its ``expand_depth`` is 0."""
+                 config: RerankConfig, rows: np.ndarray | None = None
+                 ) -> PrefixExpander | None:
+    """The :class:`PrefixExpander` that ``config`` asks for over an index's identifiers
+    (restricted to item ``rows`` when given), or ``None`` when its ``expand_depth`` is 0."""
     if not config.expand_depth:
         return None
-    return PrefixExpander(codes, list(level_sizes), config.expand_depth)
+    return PrefixExpander(codes, list(level_sizes), config.expand_depth, rows=rows)
+
+
+class StackedRows:
+    """Row-indexable concatenation of item matrices (the corpus's memory-mapped embeddings,
+    then the rows of items added since training, :mod:`gcmr.search.updates`), read on
+    demand: ``stacked[rows]`` reads only those rows of each part. Shaped like the arrays
+    :class:`ItemVectors` and the trainer read (``shape``, ``ndim``, ``dtype``, ``len``)."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        if not parts or any(getattr(p, "ndim", 0) != 2 for p in parts) or \
+                len({int(p.shape[1]) for p in parts}) != 1:
+            raise ConfigError("stacked item rows need [N_i, D] parts of one dimension D")
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
+        self.dtype = np.result_type(*[p.dtype for p in parts])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.starts[-1]), int(self.parts[0].shape[1])
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        if isinstance(rows, slice):
+            rows = np.arange(len(self))[rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        flat = rows.reshape(-1)
+        if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"item rows outside [0, {len(self)})")
+        out = np.empty((len(flat), self.shape[1]), dtype=self.dtype)
+        part = np.searchsorted(self.starts, flat, side="right") - 1
+        for i, arr in enumerate(self.parts):
+            where = np.flatnonzero(part == i)
+            if len(where):
+                out[where] = np.asarray(arr[flat[where] - self.starts[i]], dtype=self.dtype)
+        return out.reshape(*rows.shape, self.shape[1])

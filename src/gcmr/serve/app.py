@@ -1,15 +1,19 @@
-"""The FastAPI app behind ``gcmr serve`` (see :mod:`gcmr.serve`).
+"""The FastAPI app behind ``gcmr serve`` (see :mod:`gcmr.serve`): the search API over a
+:class:`~gcmr.serve.batching.MicroBatcher` (concurrent requests decoded together), item
+records and thumbnails (:mod:`gcmr.serve.items`), ``/metrics`` (:mod:`gcmr.serve.metrics`)
+and the search page (``static/``).
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at
 runtime, and the request model is local to :func:`create_app` (pydantic is an optional extra).
 """
 
+import asyncio
 import html
 import json
-import threading
 import time
-from collections import deque
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -24,14 +28,16 @@ from gcmr.search.base import (
     safe_text,
     snippet,
 )
+from gcmr.serve.batching import BatchingConfig, BatchKey, MicroBatcher, ServerClosingError
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 256 queries of 1,000 characters fit with room
 DEFAULT_MAX_QUERY_CHARS = 1000  # far beyond what a tokenizer keeps (it truncates at ~32-64)
 DEFAULT_MAX_QUERIES = 256  # per request: one batch of the beam search
-DEFAULT_CHUNK_WORK = 4096  # queries x beam width searched per hold of the search lock
+DEFAULT_CHUNK_WORK = 4096  # queries x beam width searched in one batched search, at most
 MAX_QUERIES = DEFAULT_MAX_QUERIES
 MAX_DETAIL_CHARS = 1000  # an error message sent back is cut here (it never echoes a request)
 MAX_ERRORS = 10  # validation errors listed in one answer
+INLINE_HITS = 1000  # answers with at most this many hits are built on the event loop (< 1 ms)
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,11 @@ class ServeLimits:
     """What one request may ask of the server (``gcmr serve`` flags, reported in /health).
 
     ``max_body_bytes`` bounds the request body (413 beyond it), ``max_query_chars`` each
-    query's length, ``max_queries`` the queries of one POST. ``chunk_work`` bounds one hold
-    of the search lock: a batch is searched in chunks of ``chunk_work // width`` queries
-    (width = max(k, beam)) and the lock is released between chunks, so a concurrent small
-    request waits for one chunk, not for the whole batch. ``k`` and ``beam`` are bounded by
+    query's length, ``max_queries`` the queries of one POST. ``chunk_work`` bounds the work
+    of one batched search: it holds at most ``chunk_work // width`` queries (width = max(k,
+    beam); and at most :class:`~gcmr.serve.batching.BatchingConfig` ``max_batch``), so a
+    large request is searched over several batches and a concurrent small request rides in
+    the next one, not after the whole request. ``k`` and ``beam`` are bounded by
     the library's :data:`~gcmr.search.base.MAX_K` and :data:`~gcmr.search.base.MAX_BEAM`.
     """
 
@@ -59,69 +66,11 @@ class ServeLimits:
         return {**asdict(self), "max_k": MAX_K, "max_beam": MAX_BEAM}
 
     def chunk_size(self, k: int, beam: int | None) -> int:
-        """Queries searched per hold of the lock for a request at ``k`` / ``beam``."""
+        """Most queries of one batched search at ``k`` / ``beam`` (by ``chunk_work``)."""
         from gcmr.search.beam import DEFAULT_BEAM  # torch: imported when serving only
 
         width = max(k, beam if beam is not None else DEFAULT_BEAM)
         return max(1, self.chunk_work // width)
-
-
-class FairLock:
-    """A first-come, first-served lock: a release hands the lock to the longest waiter.
-
-    ``threading.Lock`` lets the releasing thread take it straight back; with this lock a
-    request that releases between chunks queues behind the requests that arrived meanwhile.
-    """
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._held = False
-        self._waiters: deque[threading.Event] = deque()
-
-    def acquire(self) -> None:
-        with self._mutex:
-            if not self._held:
-                self._held = True
-                return
-            turn = threading.Event()
-            self._waiters.append(turn)
-        try:
-            turn.wait()
-        except BaseException:  # interrupted: give up the place, or the lock if handed over
-            with self._mutex:
-                if turn in self._waiters:
-                    self._waiters.remove(turn)
-                    raise
-            self.release()
-            raise
-
-    def release(self) -> None:
-        with self._mutex:
-            if self._waiters:
-                self._waiters.popleft().set()  # ownership passes on; _held stays True
-            else:
-                self._held = False
-
-    def __enter__(self) -> None:
-        self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def search_in_chunks(searcher: Any, lock: Any, queries: list[str], *, k: int,
-                     beam: int | None, chunk: int) -> tuple[Any, Any]:
-    """``searcher.search_rows`` over ``queries`` in chunks of ``chunk``, each under ``lock``
-    (released between chunks, so other requests interleave); the rows concatenated."""
-    import numpy as np
-
-    scores, rows = [], []
-    for start in range(0, len(queries), chunk):
-        with lock:
-            s, r = searcher.search_rows(queries[start:start + chunk], k=k, beam=beam)
-        scores.append(s)
-        rows.append(r)
-    return np.concatenate(scores), np.concatenate(rows)
 
 
 def short_detail(text: str) -> str:
@@ -228,11 +177,12 @@ async def _send_error(send: Any, status: int, detail: str) -> None:
 def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
                device: str = "auto", rerank: str | None = None,
                corpus_path: str | Path | None = None, limits: ServeLimits | None = None,
-               verify: bool = True) -> Any:
+               batching: BatchingConfig | None = None, verify: bool = True) -> Any:
     """A FastAPI app serving the model at ``model_dir`` (loaded now, once, its files' sha256
     checked unless ``verify`` is False); ``rerank`` as in
     :func:`gcmr.search.load_searcher` (a model with a query head serves hybrid search);
-    ``limits`` what one request may ask (default :class:`ServeLimits`)."""
+    ``limits`` what one request may ask (default :class:`ServeLimits`), ``batching`` how
+    concurrent requests are decoded together (default :class:`BatchingConfig`)."""
     require("fastapi", "serve", purpose="gcmr serve")
     require("pydantic", "serve", purpose="gcmr serve")
     from gcmr.search import load_searcher
@@ -241,26 +191,50 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
     searcher = load_searcher(model_dir, index_path=index_path, device=device, rerank=rerank,
                              corpus_path=corpus_path, verify=verify)
     kind = "dense" if isinstance(searcher, DenseSearcher) else "generative"
-    return build_app(searcher, name=str(model_dir), kind=kind, limits=limits)
+    return build_app(searcher, name=str(model_dir), kind=kind, limits=limits,
+                     batching=batching)
 
 
 def build_app(searcher: Any, *, name: str, kind: str = "generative",
-              limits: ServeLimits | None = None) -> Any:
+              limits: ServeLimits | None = None,
+              batching: BatchingConfig | None = None) -> Any:
     """The FastAPI app around a loaded :class:`~gcmr.search.Searcher` (what
-    :func:`create_app` serves; tests give it a fake one). ``name`` is shown in /health."""
+    :func:`create_app` serves; tests give it a fake one). ``name`` is shown in /health.
+
+    Searches go through one :class:`~gcmr.serve.batching.MicroBatcher` (``app.state.
+    batcher``; its worker starts with the first search), which the app's lifespan closes at
+    shutdown after finishing every queued request; ``app.state.metrics`` is the
+    :class:`~gcmr.serve.metrics.ServeMetrics` behind ``/metrics``."""
     fastapi = require("fastapi", "serve", purpose="gcmr serve")
     pydantic = require("pydantic", "serve", purpose="gcmr serve")
     from typing import Annotated
 
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
 
     from gcmr.search import ranked_hits
+    from gcmr.serve.items import ItemCatalog
+    from gcmr.serve.metrics import MetricsMiddleware, ServeMetrics
 
     limits = limits or ServeLimits()
     describe = searcher.item_descriptions()
-    info = {"model": name, "kind": kind, "items": len(searcher.item_ids)}
-    lock = FairLock()  # one search at a time (a search already uses every core), fairly
+    info = {"model": safe_text(name), "kind": kind, "items": len(searcher.item_ids)}
+    batching = batching or BatchingConfig()
+    catalog = ItemCatalog(searcher, describe)
+
+    def search_rows(queries: list[str], key: BatchKey) -> Any:
+        return searcher.search_rows(queries, k=key.k, beam=key.beam,
+                                    batch_size=max(1, len(queries)), **dict(key.options))
+
+    metrics = ServeMetrics(queue_depth=lambda: batcher.pending)  # read when scraped
+    batcher = MicroBatcher(search_rows, config=batching, on_batch=metrics.observe_batch,
+                           chunk=lambda key: limits.chunk_size(key.k, key.beam))
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        yield
+        await run_in_threadpool(batcher.close)  # graceful: every queued request is answered
     query_text = Annotated[str, pydantic.Field(min_length=1, max_length=limits.max_query_chars)]
 
     class SearchRequest(pydantic.BaseModel):
@@ -273,46 +247,118 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
                                           "of a generative model (default max(10, k))")
 
     app = fastapi.FastAPI(
-        title="gcmr", summary="generative cross-modal retrieval",
+        title="gcmr", summary="generative cross-modal retrieval", lifespan=lifespan,
         description=f"Limits: request body at most {limits.max_body_bytes:,} bytes (413 "
                     f"beyond), UTF-8 only (400 otherwise); at most {limits.max_queries} "
                     f"queries of {limits.max_query_chars} characters; k <= {MAX_K}, beam <= "
-                    f"{MAX_BEAM}. Errors are 4xx with a short `detail`.")
+                    f"{MAX_BEAM}. Errors are 4xx with a short `detail`. Concurrent searches "
+                    f"are decoded together: at most {batching.max_batch} queries per batched "
+                    f"search (and {limits.chunk_work:,} queries x beam width), the first "
+                    f"waiting at most {batching.max_wait_ms:g} ms for company.",
+        # BodyLimitMiddleware answers these for every path, before any route runs
+        responses={400: {"description": "the body or the query string is not valid UTF-8, "
+                                        "or the Content-Length header is invalid"},
+                   413: {"description": f"request body over {limits.max_body_bytes:,} bytes"}})
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    app.state.batcher, app.state.metrics = batcher, metrics
     too_large = {413: {"description": f"request body over {limits.max_body_bytes:,} bytes"}}
 
-    def run(queries: list[str], k: int, beam: int | None) -> dict[str, Any]:
+    class ErrorAnswer(pydantic.BaseModel):  # what every 4xx of a search holds
+        detail: str | list[dict[str, Any]] = pydantic.Field(
+            description="a short message, or the invalid fields (loc, msg, type, input cut "
+                        "short)")
+
+    search_errors = {**too_large, 422: {"model": ErrorAnswer, "description": "invalid "
+                                        "request (a field, or a query the model refuses)"},
+                     503: {"description": "the server is shutting down"}}
+
+    def answer(queries: list[str], scores: Any, rows: Any, k: int, took_ms: float) -> Any:
+        hits = ranked_hits(searcher, scores, rows, describe)
+        return JSONResponse({"results": [{"query": q, "hits": h} for q, h in zip(queries, hits)],
+                             "k": k, "took_ms": round(took_ms, 2)})
+
+    async def run(queries: list[str], k: int, beam: int | None) -> Any:
         t0 = time.perf_counter()
-        try:  # the whole request is checked before any of it is searched
+        try:  # the whole request is checked before any of it is queued
             check_search_args(queries, k=k, beam=beam)
-            scores, rows = search_in_chunks(searcher, lock, queries, k=k, beam=beam,
-                                            chunk=limits.chunk_size(k, beam))
+            scores, rows = await asyncio.wrap_future(batcher.submit(queries, BatchKey(k, beam)))
+        except ServerClosingError:
+            raise
         except GcmrError as exc:
             raise fastapi.HTTPException(422, short_detail(str(exc))) from exc
         took = (time.perf_counter() - t0) * 1000
-        hits = ranked_hits(searcher, scores, rows, describe)
-        return {"results": [{"query": q, "hits": h} for q, h in zip(queries, hits)],
-                "k": k, "took_ms": round(took, 2)}
+        if len(queries) * k <= INLINE_HITS:  # a small answer: no thread hop
+            return answer(queries, scores, rows, k, took)
+        # the hits (and their JSON) off the event loop: a 256 x 1000 answer takes a while
+        return await run_in_threadpool(answer, queries, scores, rows, k, took)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", **info, "limits": limits.as_dict()}
+        return {"status": "ok", **info, "limits": limits.as_dict(),
+                "batching": batching.as_dict()}
 
-    @app.get("/search", responses=too_large)
-    def search_one(q: str = fastapi.Query(..., description="the text query", min_length=1,
-                                          max_length=limits.max_query_chars),
-                   k: int = fastapi.Query(10, ge=1, le=MAX_K),
-                   beam: int | None = fastapi.Query(None, ge=1, le=MAX_BEAM)) -> dict[str, Any]:
-        return run([q], k, beam)
+    @app.get("/search", responses=search_errors)
+    async def search_one(q: str = fastapi.Query(..., description="the text query",
+                                                min_length=1, max_length=limits.max_query_chars),
+                         k: int = fastapi.Query(10, ge=1, le=MAX_K),
+                         beam: int | None = fastapi.Query(None, ge=1, le=MAX_BEAM)
+                         ) -> dict[str, Any]:
+        return await run([q], k, beam)
 
-    @app.post("/search", responses=too_large)
-    def search_batch(request: SearchRequest) -> dict[str, Any]:
-        return run(request.queries, request.k, request.beam)
+    @app.post("/search", responses=search_errors)
+    async def search_batch(request: SearchRequest) -> dict[str, Any]:
+        return await run(request.queries, request.k, request.beam)
+
+    @app.get("/items/{item_id:path}/media", response_class=FileResponse,
+             responses={404: {"description": "no such item, or no local image of it that "
+                                             "lies in the corpus's media folder"}})
+    def item_media(item_id: str) -> Any:
+        """The item's image (its ``source``), when it is a local image file inside the
+        corpus's media folder; 404 otherwise (see :mod:`gcmr.serve.items`)."""
+        media = catalog.media(item_id)
+        if media is None:
+            raise fastapi.HTTPException(404, f"no image to send for item {snippet(item_id)}")
+        return FileResponse(media.path, media_type=media.media_type,
+                            headers={"X-Content-Type-Options": "nosniff",
+                                     "Cache-Control": "max-age=3600"})
+
+    @app.get("/items/{item_id:path}", responses={404: {"description": "no such item"}})
+    def item(item_id: str) -> dict[str, Any]:
+        """An item: ``{id, row, captions, source, identifier, media}`` (``identifier``: its
+        codes, null for a dense model; ``media``: the thumbnail's URL path or null)."""
+        record = catalog.describe(item_id)
+        if record is None:
+            raise fastapi.HTTPException(404, f"no item {snippet(item_id)}")
+        return record
+
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {}},
+                              "description": "Prometheus text format"}})
+    def metrics_text() -> Any:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    page_html = PAGE.replace("{{MAX_K}}", str(MAX_K)).replace(
+        "{{MAX_QUERY_CHARS}}", str(limits.max_query_chars)).replace(
+        "{{MODEL}}", html.escape(f"{info['model']} ({kind}, {info['items']:,} items)"))
 
     @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
-        return PAGE.replace("{{MAX_K}}", str(MAX_K)).replace(
-            "{{MODEL}}", html.escape(f"{info['model']} ({kind}, {info['items']:,} items)"))
+    def page() -> Any:
+        return HTMLResponse(page_html, headers=PAGE_HEADERS)
+
+    @app.get("/assets/{name}", include_in_schema=False)
+    def asset(name: str) -> Any:
+        if name not in ASSETS:
+            raise fastapi.HTTPException(404, "no such asset")
+        media_type, text = ASSETS[name]
+        return Response(text, media_type=media_type,
+                        headers={"X-Content-Type-Options": "nosniff",
+                                 "Cache-Control": "no-cache"})
+
+    @app.exception_handler(ServerClosingError)
+    def closing(_request: Any, exc: ServerClosingError) -> Any:
+        return JSONResponse(status_code=503, content={"detail": short_detail(str(exc))},
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(_request: Any, exc: Any) -> Any:
@@ -329,47 +375,26 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
 def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           index_path: str | Path | None = None, device: str = "auto",
           rerank: str | None = None, corpus_path: str | Path | None = None,
-          limits: ServeLimits | None = None, verify: bool = True) -> None:
-    """Run the app with uvicorn until interrupted."""
+          limits: ServeLimits | None = None, batching: BatchingConfig | None = None,
+          verify: bool = True) -> None:
+    """Run the app with uvicorn until interrupted (on SIGINT / SIGTERM uvicorn stops taking
+    connections, finishes the requests in progress, and the lifespan drains the queue)."""
     uvicorn = require("uvicorn", "serve", purpose="gcmr serve")
     app = create_app(model_dir, index_path=index_path, device=device, rerank=rerank,
-                     corpus_path=corpus_path, limits=limits, verify=verify)
+                     corpus_path=corpus_path, limits=limits, batching=batching,
+                     verify=verify)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>gcmr search</title>
-<style>
- body { font-family: system-ui, sans-serif; max-width: 48rem; margin: 2rem auto; }
- input[type=text] { width: 70%; font-size: 1.1rem; padding: .3rem; }
- td, th { padding: .2rem .6rem; text-align: left; } .muted { color: #666; }
-</style></head>
-<body>
-<h1>gcmr</h1><p class="muted">{{MODEL}}</p>
-<form id="f"><input id="q" type="text" placeholder="a dog running on the beach" autofocus>
- <input id="k" type="number" value="10" min="1" max="{{MAX_K}}" style="width:4rem">
- <button>search</button></form>
-<p id="status" class="muted"></p>
-<table><thead><tr><th>#</th><th>item</th><th>score</th><th>caption / source</th></tr></thead>
-<tbody id="out"></tbody></table>
-<script>
-const f = document.getElementById("f"), out = document.getElementById("out"),
-      status = document.getElementById("status");
-f.addEventListener("submit", async (e) => {
-  e.preventDefault();
-  const q = document.getElementById("q").value, k = document.getElementById("k").value;
-  const r = await fetch(`/search?q=${encodeURIComponent(q)}&k=${k}`);
-  const body = await r.json();
-  out.replaceChildren();
-  if (!r.ok) { status.textContent = JSON.stringify(body.detail); return; }
-  status.textContent = `${body.took_ms} ms`;
-  for (const h of body.results[0].hits) {
-    const tr = document.createElement("tr");
-    for (const v of [h.rank, h.id, h.score.toFixed(3), h.caption]) {
-      const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
-    }
-    out.appendChild(tr);
-  }
-});
-</script></body></html>
-"""
+def _asset(name: str) -> str:
+    return (resources.files("gcmr.serve") / "static" / name).read_text(encoding="utf-8")
+
+
+PAGE = _asset("page.html")
+ASSETS = {"page.js": ("text/javascript; charset=utf-8", _asset("page.js")),
+          "page.css": ("text/css; charset=utf-8", _asset("page.css"))}
+# the page runs only its own script and style, shows images from this server only
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self'; "
+                                           "object-src 'none'; base-uri 'none'; "
+                                           "frame-ancestors 'none'; form-action 'self'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}

@@ -28,7 +28,12 @@ class TrainConfig(JsonConfig):
     # cart | avg (AVG adds the discriminative loss)
     method: str = field(default="cart", metadata={"choices": METHODS})
     epochs: int = 20
+    # pairs per micro-batch: the global batch of all ranks under torchrun (each rank computes
+    # its slice), so the same command trains the same model on any number of GPUs
     batch_size: int = 256
+    # micro-batches per optimizer step: a step sees batch_size * grad_accum pairs (exactly a
+    # batch of that size for per-pair losses; InfoNCE's in-batch negatives stay per micro-batch)
+    grad_accum: int = 1
     lr: float = 1e-3  # peak learning rate after warm-up
     min_lr: float = 1e-5  # floor of the cosine annealing
     warmup_epochs: float = 1.0  # linear warm-up to the peak over the first epochs
@@ -68,6 +73,10 @@ class TrainConfig(JsonConfig):
     # AVG (method = "avg"): discriminative loss over beam-searched candidates (AVG eqs. 7-10)
     dis_beam: int = 10
     dis_weight: float = 1.0
+    # L_dis runs in the last dis_epochs epochs only: AVG trains it as a short second stage
+    # after L_gen (5 epochs after 100); a value >= epochs applies it in every epoch. The
+    # beam search it needs makes an L_dis step ~4x an L_gen step on a CPU
+    dis_epochs: int = 1
     voken_embedding_init: bool = True
     # "" = the from-scratch CART encoder-decoder; "t5:PATH_OR_NAME" = a pretrained T5
     # (transformers) with the identifier tokens added to its vocabulary (AVG table 6)
@@ -95,6 +104,8 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.grad_accum < 1:
+            raise ConfigError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.omega is not None and self.omega < 0:
@@ -108,6 +119,8 @@ class TrainConfig(JsonConfig):
                               "has no query-vector head)")
         if self.dis_weight < 0:
             raise ConfigError(f"dis_weight must be >= 0, got {self.dis_weight}")
+        if self.dis_epochs < 1:
+            raise ConfigError(f"dis_epochs must be >= 1, got {self.dis_epochs}")
         from gcmr.model.factory import parse_backbone
 
         parse_backbone(self.backbone)

@@ -40,6 +40,7 @@ from gcmr.model.io import (
 from gcmr.runtime import resolve_device, set_threads
 from gcmr.train import loop
 from gcmr.train.config import TrainConfig
+from gcmr.train.distributed import is_main, main_only, shared_tokenizer
 from gcmr.train.loop import TrainResult
 
 __all__ = ["resolve_source", "train_dense"]
@@ -113,7 +114,7 @@ def train_dense(
                                              lowercase=config.lowercase,
                                              max_length=config.max_query_length,
                                              kind=config.tokenizer)
-            tokenizer.save(work / TOKENIZER)
+            tokenizer = shared_tokenizer(tokenizer, work / TOKENIZER)
             options = dict(tower_options or {})
             options.setdefault("max_query_length", config.max_query_length)
             options.setdefault("seed", config.seed)
@@ -137,6 +138,7 @@ def train_dense(
             loss = info_nce(q, items, batch_rows.to(device), model.logit_scale)
             return loss, {"loss": float(loss.detach())}
 
+        @main_only
         def write(status: str, state: dict[str, Any], **extra: Any) -> None:
             write_model_manifest(
                 work, dense=True, status=status, train_config=config.to_dict(),
@@ -158,7 +160,7 @@ def train_dense(
                         1.0 / float(m.logit_scale.detach()), 5)},
                     on_epoch=lambda s: write("training", s), label="dense epoch",
                     show_progress=show_progress)
-        saved_index = _save_faiss(corpus, search, work) if save_index else None
+        saved_index = _save_faiss(corpus, search, work) if save_index and is_main() else None
         write("complete", state, saved_index=saved_index)
     return TrainResult(out=out, epochs_run=state["epoch"], best_epoch=state["best_epoch"],
                        best_metrics=state["best_metrics"], history=state["history"],

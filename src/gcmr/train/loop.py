@@ -9,6 +9,10 @@ function, their validation and what their manifest records.
   with optional warm restarts, CART appendix C), set before every step;
 - bf16 autocast on CUDA (``TrainConfig.amp``), gradient clipping, a divergence check that stops
   with a clear message, ``max_steps``;
+- ``grad_accum`` micro-batches of ``batch_size`` pairs per optimizer step, and under
+  ``torchrun`` data parallelism (DistributedDataParallel, :mod:`gcmr.train.distributed`): each
+  rank computes its slice of every micro-batch of the same global order, only rank 0 writes
+  and validates, and the weights are those of one process with the same global batch;
 - after every epoch: validation (``validate(model) -> metrics``), model selection on
   ``select_metric`` (the selected weights are written to ``model.safetensors`` when they
   improve), early stopping after ``patience`` epochs without improvement, one JSON line in
@@ -37,9 +41,10 @@ from gcmr.artifacts import MANIFEST, recover, replace_dir
 from gcmr.errors import ArtifactError, ConfigError
 from gcmr.model.io import TRAIN_LOG, WEIGHTS, save_weights
 from gcmr.progress import err_console, note, progress
-from gcmr.runtime import autocast
+from gcmr.runtime import autocast, barrier, broadcast, world
 from gcmr.train.checkpoint import CHECKPOINT, load_checkpoint, load_optimizer, save_checkpoint
 from gcmr.train.config import TrainConfig
+from gcmr.train.distributed import Replicas, rank_seed
 from gcmr.train.schedule import lr_at
 
 # TrainConfig fields that may change between the run that wrote a checkpoint and --resume
@@ -69,8 +74,10 @@ def new_state() -> dict[str, Any]:
 
 
 def schedule_for(config: TrainConfig, num_pairs: int) -> dict[str, Any]:
-    """:func:`lr_at` arguments of a run: epochs of ``num_pairs`` pairs converted to steps."""
-    steps_per_epoch = (num_pairs + config.batch_size - 1) // config.batch_size
+    """:func:`lr_at` arguments of a run: epochs of ``num_pairs`` pairs converted to steps (of
+    ``batch_size * grad_accum`` pairs)."""
+    step = config.batch_size * config.grad_accum
+    steps_per_epoch = (num_pairs + step - 1) // step
     return {"peak": config.lr, "floor": config.min_lr,
             "warmup_steps": round(config.warmup_epochs * steps_per_epoch),
             "total_steps": config.epochs * steps_per_epoch,
@@ -95,7 +102,8 @@ def resume_state(workdir: Path, model: torch.nn.Module,
 
 def check_resumable(manifest: dict[str, Any], config: TrainConfig, where: Path) -> None:
     """Refuse ``--resume`` with settings that would make the run a different one."""
-    old = manifest.get("train_config", {})
+    # a field the old run did not record yet had its default then
+    old = {**TrainConfig().to_dict(), **manifest.get("train_config", {})}
     changed = sorted(k for k, v in config.to_dict().items()
                      if k not in RESUMABLE_CHANGES and old.get(k) != v)
     if changed:
@@ -131,101 +139,140 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossF
     adds fields to the epoch record (e.g. the learned temperature); ``on_epoch(state)`` runs
     after each epoch's checkpoint (e.g. to refresh the manifest). ``state`` continues a resumed
     run (:func:`resume_state`).
+
+    Under torchrun every rank calls :func:`fit`; ``validate``, ``epoch_info`` and ``on_epoch``
+    run on rank 0 only, which then shares the counters (selection, early stop) with the others.
     """
     state = state or new_state()
     schedule = schedule_for(config, num_pairs)
-    if state["epoch"] >= config.epochs:
+    replicas = Replicas(model, loss_fn, device)
+    main = replicas.world.main
+    show_progress = show_progress and main
+    if state["epoch"] >= config.epochs and main:
         note(f"{workdir} already finished {state['epoch']} epochs (epochs = {config.epochs}); "
              f"raise --epochs to train further")
     stop = False
     while state["epoch"] < config.epochs and not stop:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        losses, seen = _run_epoch(model, optimizer, loss_fn, num_pairs, config, schedule, state,
-                                  epoch, device, label, show_progress)
+        losses, seen = _run_epoch(replicas, optimizer, num_pairs, config, schedule, state,
+                                  epoch, label, show_progress)
         seconds = time.perf_counter() - t0
-        record: dict[str, Any] = {"epoch": epoch, "step": state["global_step"], **losses}
-        if epoch_info is not None:
-            record.update(epoch_info(model))
-        record.update({"lr": lr_at(max(0, state["global_step"] - 1), **schedule),
-                       "seconds": round(seconds, 3),
-                       "pairs": seen,  # fewer than all when max_steps stops early
-                       "pairs_per_s": round(seen / max(seconds, 1e-9), 1)})
-        improved = True
-        if validate is not None:
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
-                metrics = {k: round(float(v), 5) for k, v in validate(model).items()}
-            model.train(was_training)
-            record["val"] = metrics
-            score = metrics[config.select_metric]
-            improved = state["best_score"] is None or score > state["best_score"]
-            if improved:
-                state.update(best_score=score, best_epoch=epoch, best_metrics=metrics,
-                             bad_epochs=0)
-            else:
-                state["bad_epochs"] += 1
-                if config.patience and state["bad_epochs"] >= config.patience:
-                    stop = True
-                    record["early_stop"] = True
-        else:
-            state.update(best_epoch=epoch)
-        if improved:
-            save_weights(workdir / WEIGHTS, model.state_dict())
-        state["epoch"] = epoch
-        state["history"].append(record)
-        if config.max_steps and state["global_step"] >= config.max_steps:
-            stop = True
-        with (workdir / TRAIN_LOG).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        save_checkpoint(workdir, model=model, optimizer=optimizer, state=state)
-        if on_epoch is not None:
-            on_epoch(state)
-        if show_progress:
-            _print_epoch(record, label)
-    if not (workdir / WEIGHTS).is_file():  # no epoch ran (max_steps reached at once)
+        if main:
+            stop = _finish_epoch(model, optimizer, config, schedule, state, epoch, losses, seen,
+                                 seconds, workdir=workdir, validate=validate,
+                                 epoch_info=epoch_info, on_epoch=on_epoch, label=label,
+                                 show_progress=show_progress, ranks=replicas.world.size)
+        shared, stop = replicas.share([state, stop])
+        if shared is not state:  # a rank other than 0: rank 0's counters, in the same dict
+            state.clear()
+            state.update(shared)
+    if main and not (workdir / WEIGHTS).is_file():  # no epoch ran (max_steps reached at once)
         save_weights(workdir / WEIGHTS, model.state_dict())
     return state
 
 
-def _run_epoch(model, optimizer, loss_fn: LossFn, num_pairs: int, config: TrainConfig,
-               schedule: dict, state: dict, epoch: int, device: torch.device, label: str,
+def _finish_epoch(model, optimizer, config: TrainConfig, schedule: dict, state: dict,
+                  epoch: int, losses: dict[str, float], seen: int, seconds: float, *,
+                  workdir: Path, validate, epoch_info, on_epoch, label: str,
+                  show_progress: bool, ranks: int) -> bool:
+    """Rank 0's end of an epoch: validation and model selection, the selected weights, the log
+    line, the checkpoint. Updates ``state``; returns whether training stops."""
+    stop = False
+    record: dict[str, Any] = {"epoch": epoch, "step": state["global_step"], **losses}
+    if epoch_info is not None:
+        record.update(epoch_info(model))
+    record.update({"lr": lr_at(max(0, state["global_step"] - 1), **schedule),
+                   "seconds": round(seconds, 3),
+                   "pairs": seen,  # fewer than all when max_steps stops early
+                   "pairs_per_s": round(seen / max(seconds, 1e-9), 1)})
+    if ranks > 1:
+        record["ranks"] = ranks
+    improved = True
+    if validate is not None:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            metrics = {k: round(float(v), 5) for k, v in validate(model).items()}
+        model.train(was_training)
+        record["val"] = metrics
+        score = metrics[config.select_metric]
+        improved = state["best_score"] is None or score > state["best_score"]
+        if improved:
+            state.update(best_score=score, best_epoch=epoch, best_metrics=metrics,
+                         bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+            if config.patience and state["bad_epochs"] >= config.patience:
+                stop = True
+                record["early_stop"] = True
+    else:
+        state.update(best_epoch=epoch)
+    if improved:
+        save_weights(workdir / WEIGHTS, model.state_dict())
+    state["epoch"] = epoch
+    state["history"].append(record)
+    if config.max_steps and state["global_step"] >= config.max_steps:
+        stop = True
+    with (workdir / TRAIN_LOG).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    save_checkpoint(workdir, model=model, optimizer=optimizer, state=state)
+    if on_epoch is not None:
+        on_epoch(state)
+    if show_progress:
+        _print_epoch(record, label)
+    return stop
+
+
+def _run_epoch(replicas: Replicas, optimizer, num_pairs: int, config: TrainConfig,
+               schedule: dict, state: dict, epoch: int, label: str,
                show_progress: bool) -> tuple[dict[str, float], int]:
-    """One epoch; returns the mean loss parts and the number of pairs trained on."""
+    """One epoch; returns the mean loss parts and the number of pairs trained on (all ranks).
+
+    An optimizer step takes the next ``batch_size * grad_accum`` pairs of the epoch's order, in
+    ``grad_accum`` micro-batches of ``batch_size`` pairs, each shared among the ranks
+    (:func:`gcmr.train.distributed.plan_step`)."""
+    model = replicas.model
     model.train()
-    # data order and dropout depend only on (seed, epoch): resuming reproduces them
+    # data order and dropout depend only on (seed, epoch) (and the rank's dropout on its
+    # rank): resuming reproduces them
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    torch.manual_seed(config.seed * 1_000_033 + epoch)
+    torch.manual_seed(rank_seed(config.seed * 1_000_033 + epoch, replicas.world.rank))
     order = torch.randperm(num_pairs, generator=generator)
     totals: dict[str, float] = {}
     seen = 0
+    step_pairs = config.batch_size * config.grad_accum
     t0 = time.perf_counter()
     with progress(disable=not show_progress) as bar:
         task = bar.add_task(f"{label} {epoch}/{config.epochs}", total=len(order), info="")
-        for start in range(0, len(order), config.batch_size):
+        for start in range(0, len(order), step_pairs):
             if config.max_steps and state["global_step"] >= config.max_steps:
                 break
-            idx = order[start:start + config.batch_size]
+            step = order[start:start + step_pairs]
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state["global_step"], **schedule) * group.get("lr_scale", 1.0)
-            with autocast(config.amp, device):
-                loss, parts = loss_fn(model, idx)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"training diverged at epoch {epoch}, step "
-                                  f"{state['global_step']} (loss {loss.item()}); lower --lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            micros = replicas.plan(step, config.batch_size)
+            for i, micro in enumerate(micros):
+                with replicas.micro_step(micro, sync=i == len(micros) - 1):
+                    with autocast(config.amp, replicas.device):
+                        loss, parts = replicas.forward(micro)
+                    if not replicas.all_finite(loss):
+                        raise ConfigError(f"training diverged at epoch {epoch}, step "
+                                          f"{state['global_step']} (loss {loss.item()}); "
+                                          f"lower --lr")
+                    replicas.backward(loss, micro)
+                for key, value in parts.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * micro.pairs
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             state["global_step"] += 1
-            n = int(idx.shape[0])
+            n = int(step.shape[0])
             seen += n
-            for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + float(value) * n
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, advance=n, info=f"loss {parts['loss']:.3f}  {rate:,.0f} pairs/s")
+    totals = replicas.sum_across(totals)
     return {k: round(v / max(seen, 1), 5) for k, v in totals.items()}, seen
 
 
@@ -277,6 +324,8 @@ def refuse_existing(out: str | Path, *, resume: bool, overwrite: bool) -> None:
     before loading its data, to fail fast; :func:`training_dir` calls it again)."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
+    if not world().main:  # rank 0 checks and prepares OUT (training_dir); the others follow it
+        return
     recover(Path(out))  # an interrupted swap of ``out``: put the complete model back first
     if Path(out).exists() and not (resume or overwrite):
         raise ArtifactError(f"{out} already exists (use --resume to continue training it, "
@@ -295,8 +344,34 @@ def training_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Iterator[
     - ``resume``: continues the staging directory of an interrupted ``--overwrite`` run if
       there is one, else ``out``; a run that died before its first checkpoint starts over in
       place.
+
+    Under torchrun, rank 0 alone prepares and finishes the directory and tells the other ranks
+    where it is; every rank leaves the block when the finished model is in place.
     """
     out = Path(out)
+    w = world()
+    if not w.main:
+        shared = broadcast(None)
+        yield RunDir(Path(shared["path"]), resume=shared["resume"])
+        barrier()  # rank 0 finishes the model directory
+        return
+    run = _prepare(out, resume=resume, overwrite=overwrite)
+    if w.distributed:
+        broadcast({"path": str(run.path), "resume": run.resume})
+    staging = staging_path(out)
+    try:
+        yield run
+    except BaseException:
+        if run.path == staging and not _has_checkpoint(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if run.path != out:
+        replace_dir(run.path, out)
+    barrier()
+
+
+def _prepare(out: Path, *, resume: bool, overwrite: bool) -> RunDir:
+    """Rank 0's part of :func:`training_dir`: check ``out`` and choose the run directory."""
     staging = staging_path(out)
     refuse_existing(out, resume=resume, overwrite=overwrite)
     if resume:
@@ -325,14 +400,7 @@ def training_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Iterator[
         shutil.rmtree(staging, ignore_errors=True)
         out.mkdir(parents=True)
         run = RunDir(out, resume=False)
-    try:
-        yield run
-    except BaseException:
-        if run.path == staging and not _has_checkpoint(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if run.path != out:
-        replace_dir(run.path, out)
+    return run
 
 
 def _clear(path: Path) -> None:

@@ -119,7 +119,13 @@ def info_nce(queries: torch.Tensor, items: torch.Tensor, rows: torch.Tensor,
     ``rows`` [B] item rows. Columns are the batch's distinct items; query -> item is a
     cross-entropy over them, item -> query treats every query of the item as a positive
     (multi-positive log-sum-exp). The loss is the mean of the two directions.
+
+    Under torchrun the batch is that of all ranks (:func:`gcmr.train.distributed.gather_batch`,
+    with gradient), so the negatives are those one process with the global batch sees.
     """
+    from gcmr.train.distributed import gather_batch
+
+    queries, items, rows = gather_batch(queries), gather_batch(items), gather_batch(rows)
     uniq, inverse = torch.unique(rows, return_inverse=True)
     first = torch.zeros(len(uniq), dtype=torch.long, device=rows.device).scatter_(
         0, inverse, torch.arange(len(rows), device=rows.device))  # one pair index per item

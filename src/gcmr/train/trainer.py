@@ -34,6 +34,7 @@ from gcmr.model.io import (
 from gcmr.runtime import resolve_device, set_threads
 from gcmr.train.config import TrainConfig
 from gcmr.train.data import Pairs, tokenize_pairs, training_texts
+from gcmr.train.distributed import is_main, main_first, main_only, shared_tokenizer
 from gcmr.train.loop import (
     TrainResult,
     check_resumable,
@@ -87,12 +88,13 @@ def train(
             if config.resolved_dense_weight > 0:
                 options.setdefault("query_dim", corpus.dim)
             tokenizer, model = _new_model(config, index, texts, options)
-            tokenizer.save(work / TOKENIZER)
+            tokenizer = shared_tokenizer(tokenizer, work / TOKENIZER)
         model = model.to(device)
         backbone = "t5" if config.backbone else "scratch"
         pairs = tokenize_pairs(tokenizer, texts, rows, n_captions)
         del texts
-        attach_feature_cache(model, pairs, tokenizer, config, show_progress=show_progress)
+        with main_first():  # under torchrun the other ranks reuse rank 0's cache
+            attach_feature_cache(model, pairs, tokenizer, config, show_progress=show_progress)
         if config.method == "avg" and not run.resume:
             from gcmr.train.avg import init_voken_embeddings
 
@@ -101,6 +103,7 @@ def train(
                                       weight_decay=config.weight_decay)
         state = resume_state(work, model, optimizer) if run.resume else new_state()
 
+        @main_only
         def write(status: str, state: dict[str, Any], rerank: dict | None = None) -> None:
             _write_manifest(work, status=status, config=config, model=model, backbone=backbone,
                             index=index, index_path=index_path, corpus=corpus, pairs=pairs,
@@ -108,13 +111,14 @@ def train(
 
         write("training", state)
         state = fit(model, optimizer,
-                    cart_or_avg_loss(config, pairs, index, tokenizer, device, corpus=corpus),
+                    cart_or_avg_loss(config, pairs, index, tokenizer, device, corpus=corpus,
+                                     state=state),
                     num_pairs=len(pairs), config=config, workdir=work, device=device,
                     state=state, validate=_validator(config, corpus, index, tokenizer, work,
                                                      device),
                     on_epoch=lambda s: write("training", s), show_progress=show_progress)
         rerank = None
-        if getattr(model, "has_query_head", False):
+        if getattr(model, "has_query_head", False) and is_main():
             from gcmr.model.io import WEIGHTS, load_weights
 
             load_weights(model, work / WEIGHTS)  # the selected epoch, not the last one
@@ -128,10 +132,15 @@ def train(
 
 
 def cart_or_avg_loss(config: TrainConfig, pairs: Pairs, index: Any, tokenizer: Any,
-                     device: torch.device, *, corpus: Any = None):
+                     device: torch.device, *, corpus: Any = None,
+                     state: dict[str, Any] | None = None):
     """The minibatch loss of ``config.method`` over pair indices (for :func:`fit`); with
     ``config.resolved_dense_weight > 0`` plus the query head's InfoNCE against the corpus
-    embeddings."""
+    embeddings.
+
+    AVG's L_dis is on only in the last ``config.dis_epochs`` epochs (AVG's second stage):
+    ``state`` is the run state :func:`fit` advances in place (``state["epoch"]`` = epochs
+    completed), so a resumed run switches at the same epoch; without it L_dis is always on."""
     from gcmr.train.data import item_vectors
     from gcmr.train.losses import cart_loss
 
@@ -149,9 +158,10 @@ def cart_or_avg_loss(config: TrainConfig, pairs: Pairs, index: Any, tokenizer: A
             from gcmr.train.avg import avg_loss
             from gcmr.train.losses import info_nce
 
+            stage2 = state is None or state["epoch"] >= config.epochs - config.dis_epochs
             loss, parts = avg_loss(model, ids, mask, codes, trie=index.trie,
                                    omega=config.resolved_omega, beam=config.dis_beam,
-                                   dis_weight=config.dis_weight)
+                                   dis_weight=config.dis_weight if stage2 else 0.0)
             if dense > 0:  # the query head, on its own encoder pass
                 nce = info_nce(model.query_vectors(model.encode(ids, mask)), items, rows,
                                model.logit_scale)
@@ -391,6 +401,8 @@ def _write_manifest(out: Path, *, status: str, config: TrainConfig, model, backb
         train_config=config.to_dict(),
         loss={"omega": config.resolved_omega,
               "dis_weight": config.dis_weight if config.method == "avg" else 0.0,
+              **({"dis_epochs": min(config.dis_epochs, config.epochs)}
+                 if config.method == "avg" and config.dis_weight > 0 else {}),
               **({"dense_weight": config.resolved_dense_weight}
                  if config.resolved_dense_weight else {})},
         backbone=backbone,
