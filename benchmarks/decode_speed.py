@@ -198,14 +198,9 @@ def profile_search(model, ids, mask, trie, beam: int) -> dict:
 
 
 def machine_info(threads: int) -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from gcmr.bench.report import cpu_model
+
+    cpu = cpu_model()
     return {
         "cpu_model": cpu,
         "logical_cpus": os.cpu_count(),

@@ -47,14 +47,9 @@ def load_average() -> list[float]:
 def machine() -> dict:
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from gcmr.bench.report import cpu_model
+
+    cpu = cpu_model()
     return {"cpu_model": cpu, "logical_cpus": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else None, "torch": torch.__version__, "python": platform.python_version(),

@@ -191,9 +191,12 @@ def _read_query_file(path: Path) -> list[str]:
     return _decode_lines(data, str(path))
 
 
-def _read_queries(args: argparse.Namespace) -> list[str]:
+def _read_queries(args: argparse.Namespace, *, example: bool = False) -> list[str]:
     """The queries of ``gcmr search``: arguments, then ``--file`` lines (or standard input),
-    blank lines skipped; text that is not UTF-8 is refused naming the argument or line."""
+    blank lines skipped; text that is not UTF-8 is refused naming the argument or line.
+
+    ``example`` (a query by example, whose text is optional): no text is fine, and standard
+    input is read only when asked (``--file -``)."""
     queries = list(args.queries)
     for number, query in enumerate(queries, start=1):
         reason = _undecodable(query)
@@ -202,8 +205,10 @@ def _read_queries(args: argparse.Namespace) -> list[str]:
                             f"{snippet(query)}")
     if args.file is not None:
         queries += [line for line in _read_query_file(args.file) if line.strip()]
-    elif not queries and not sys.stdin.isatty():
+    elif not queries and not example and not sys.stdin.isatty():
         queries = [line for line in _read_stdin() if line.strip()]
+    if example:
+        return queries
     if not queries:
         raise GcmrError("no queries: pass them as arguments, with --file, or on standard input")
     for i, q in enumerate(queries):
@@ -228,6 +233,11 @@ def _read_vectors(path: Path):
     return arr
 
 
+def _print_hits(title: str, hits: list[dict]) -> None:
+    print_table(title, ("rank", "item id", "score", "caption / source"),
+                [(h["rank"], h["id"], f"{h['score']:.3f}", h["caption"]) for h in hits])
+
+
 def cmd_search_example(args: argparse.Namespace) -> int:
     """``gcmr search MODEL --like ID`` / ``--vector FILE.npy`` (with or without text)."""
     import json
@@ -238,14 +248,7 @@ def cmd_search_example(args: argparse.Namespace) -> int:
 
     if args.like and args.vector is not None:
         raise GcmrError("pass either --like or --vector, not both")
-    queries = list(args.queries)
-    for number, query in enumerate(queries, start=1):
-        reason = _undecodable(query)
-        if reason is not None:
-            raise GcmrError(f"query argument {number} is not valid UTF-8 ({reason}): "
-                            f"{snippet(query)}")
-    if args.file is not None:  # standard input is read only when asked (--file -)
-        queries += [line for line in _read_query_file(args.file) if line.strip()]
+    queries = _read_queries(args, example=True)
     vector = _read_vectors(args.vector) if args.vector is not None else None
     for path, what in ((args.model, "model"), (args.index, "index"), (args.corpus, "corpus")):
         require_dir(path, what)
@@ -270,8 +273,7 @@ def cmd_search_example(args: argparse.Namespace) -> int:
                 record["query"] = queries[i]
             print(json.dumps(record))
         else:
-            print_table(title, ("rank", "item id", "score", "caption / source"),
-                        [(h["rank"], h["id"], f"{h['score']:.3f}", h["caption"]) for h in hits])
+            _print_hits(title, hits)
     return 0
 
 
@@ -296,8 +298,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"query": q, "results": hits}))
         else:
-            print_table(f"query: {q}", ("rank", "item id", "score", "caption / source"),
-                        [(h["rank"], h["id"], f"{h['score']:.3f}", h["caption"]) for h in hits])
+            _print_hits(f"query: {q}", hits)
     return 0
 
 
