@@ -50,7 +50,7 @@ def tree_rows(label: str, retriever: Retriever) -> list[dict]:
         off = trie.offsets[lvl].numpy()
         children = np.diff(off)
         out.append({"model": label, "level": name, "size": int(index.level_sizes[lvl]),
-                    "codes_used": int(len(used)), "items_per_code": round(float(used.mean()), 2),
+                    "codes_used": len(used), "items_per_code": round(float(used.mean()), 2),
                     "max_items_per_code": int(used.max()),
                     "children_per_parent": round(float(children.mean()), 2),
                     "max_children": int(children.max())})
@@ -58,12 +58,12 @@ def tree_rows(label: str, retriever: Retriever) -> list[dict]:
 
 
 @torch.no_grad()
-def true_paths(retriever: Retriever, ids: torch.Tensor, mask: torch.Tensor,
-               codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For identifiers ``codes`` [B, L] of the queries: the rank [B, L] of the true code among
-    the children of the true prefix, its log-probability [B, L], and the sequence score [B]."""
+def true_paths(retriever: Retriever, enc, codes: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For identifiers ``codes`` [B, L] of the encoded queries ``enc``: the rank [B, L] of the
+    true code among the children of the true prefix, its log-probability [B, L], and the
+    sequence score [B]."""
     model, trie = retriever.model, retriever.index.trie
-    enc = model.encode(ids, mask)
     logp = torch.log_softmax(model.decode_logits(enc, codes).float(), dim=-1)  # [B, L, V]
     token = logp.gather(-1, codes.unsqueeze(-1)).squeeze(-1)
     nodes = torch.zeros(len(codes), dtype=torch.int64)
@@ -81,7 +81,7 @@ def diagnose(label: str, retriever: Retriever, texts: list[str], relevant: list,
              batch: int) -> tuple[list[dict], list[dict]]:
     index = retriever.index
     codes_all = torch.as_tensor(np.asarray(index.codes), dtype=torch.int64)
-    first = np.array([sorted(r)[0] for r in relevant])  # the (first) relevant item
+    first = np.array([min(r) for r in relevant])  # the (first) relevant item
     level_rows, beam_rows = [], []
     ranks, token_lp, true_score = [], [], []
     found = {b: [] for b in BEAMS}
@@ -90,13 +90,14 @@ def diagnose(label: str, retriever: Retriever, texts: list[str], relevant: list,
     for start in range(0, len(texts), batch):
         ids, mask = retriever.tokenizer.encode_batch(texts[start:start + batch])
         codes = codes_all[first[start:start + batch]]
-        r, t, s = true_paths(retriever, ids, mask, codes)
+        enc = retriever.model.encode(ids, mask)  # one encoder pass for every beam width
+        r, t, s = true_paths(retriever, enc, codes)
         ranks.append(r)
         token_lp.append(t)
         true_score.append(s)
         for b in BEAMS:
             scores, rows, _ = constrained_beam_search(retriever.model, ids, mask, index.trie,
-                                                      beam=b, k=b)
+                                                      beam=b, k=b, enc=enc)
             for i, (row, sc) in enumerate(zip(rows.numpy(), scores.numpy())):
                 rel = relevant[start + i]
                 hit = np.isin(row, list(rel))
