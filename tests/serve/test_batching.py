@@ -80,6 +80,60 @@ def test_the_first_query_waits_at_most_max_wait() -> None:
     batcher.close(5)
 
 
+def test_a_lone_client_is_searched_at_once_once_it_is_known_to_be_alone() -> None:
+    """The first batch waits max_wait for company; after a batch of one request, the same
+    caller asking again is searched at once instead of waiting max_wait every time."""
+    search = Recorder()
+    batcher = MicroBatcher(search, config=BatchingConfig(max_batch=8, max_wait_ms=300))
+    t0 = time.perf_counter()
+    assert first_rows(batcher.submit(["q1"], K10)) == [1]
+    assert time.perf_counter() - t0 >= 0.25  # the first batch waited for company
+    t1 = time.perf_counter()
+    for i in range(2, 6):
+        assert first_rows(batcher.submit([f"q{i}"], K10)) == [i]
+    assert time.perf_counter() - t1 < 0.25  # 4 more requests, none waited 300 ms
+    assert search.sizes == [1] * 5
+    batcher.close()
+
+
+def test_calls_run_on_the_worker_between_batches_in_order() -> None:
+    """call(fn) runs fn on the worker thread after the batch in flight and before queued
+    searches; its result or exception reaches the caller; a cancelled call never runs."""
+    gate = threading.Event()
+    search = Recorder(gate)
+    batcher = MicroBatcher(search, config=BatchingConfig(max_batch=4, max_wait_ms=0))
+    first = batcher.submit(["q1"], K10)
+    assert search.started.wait(5)
+    threads, order = [], []
+
+    def step(name: str) -> str:
+        threads.append(threading.current_thread().name)
+        order.append(name)
+        if name == "boom":
+            raise GcmrError("update refused")
+        return name
+
+    queued = batcher.submit(["q2"], K10)
+    a, boom = batcher.call(lambda: step("a")), batcher.call(lambda: step("boom"))
+    skipped = batcher.call(lambda: step("never"))
+    assert skipped.cancel()
+    gate.set()
+    assert a.result(5) == "a"
+    with pytest.raises(GcmrError, match="update refused"):
+        boom.result(5)
+    assert first_rows(first) == [1] and first_rows(queued) == [2]
+    assert order == ["a", "boom"]
+    assert [q for q, _ in search.calls] == [["q1"], ["q2"]]  # q2 after the calls
+    assert set(threads) == {search_thread(batcher)}
+    batcher.close()
+    with pytest.raises(ServerClosingError):
+        batcher.call(lambda: None)
+
+
+def search_thread(batcher: MicroBatcher) -> str:
+    return batcher._thread.name  # noqa: SLF001 - the worker's name, for the test only
+
+
 def test_after_a_search_the_queue_waits_for_the_callers_it_answered() -> None:
     """A query that queued during a long search has waited past max_wait, yet the next
     batch waits up to max_wait after the search for the callers just answered, so they
@@ -342,7 +396,7 @@ def test_a_real_uvicorn_server_answers_requests_in_flight_at_shutdown() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    fake = SlowFake(delay=0.15)
+    fake = SlowFake(delay=0.3)
     app = build_app(fake, name="fake", batching=BatchingConfig(max_batch=2, max_wait_ms=0))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -361,9 +415,11 @@ def test_a_real_uvicorn_server_answers_requests_in_flight_at_shutdown() -> None:
     clients = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
     for t in clients:
         t.start()
-    deadline = time.time() + 10
-    while not fake.calls and time.time() < deadline:
-        time.sleep(0.01)
+    deadline = time.time() + 10  # every request reached the server, the first is searched
+    while (not fake.calls or sum(map(len, fake.calls)) + app.state.batcher.pending < 6) \
+            and time.time() < deadline:
+        time.sleep(0.005)
+    assert len(fake.calls) < 3  # some are still queued when the exit begins
     server.should_exit = True  # what SIGTERM does
     for t in clients:
         t.join(20)

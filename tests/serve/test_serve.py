@@ -40,6 +40,7 @@ def test_health_search_and_page(trained) -> None:
     health = client.get("/health").json()
     assert "max_queries" in health.pop("limits")  # the values: tests/serve/test_limits.py
     assert health.pop("batching") == {"max_batch": 32, "max_wait_ms": 2.0}
+    assert health.pop("features") == {"example": True, "updates": False}  # no token
     assert health == {"status": "ok", "model": str(model), "kind": "generative", "items": 40}
     one = client.get("/search", params={"q": "red item 3", "k": 5}).json()
     hits = one["results"][0]["hits"]
@@ -225,3 +226,109 @@ def test_gcmr_serve_process_answers_over_http(trained) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+TOKEN = "test-token-0123456789abcdef"
+
+
+def _new_item(corpus_dir: Path, item_id: str, source_row: int) -> dict:
+    """An item to add: a copy of corpus row ``source_row``'s embedding, a caption of it."""
+    import numpy as np
+
+    emb = np.load(corpus_dir / "embeddings.npy")[source_row]
+    return {"id": item_id, "captions": ["a brand new thing"],
+            "embedding": [float(v) for v in emb]}
+
+
+def test_search_by_example_over_http(trained) -> None:
+    """GET /search?like=ID and POST {like | vector}: the item itself first, a mixed query,
+    and clear 422s (unknown id, like + vector, neither text nor example)."""
+    import numpy as np
+
+    model, corpus_dir = trained
+    client = TestClient(create_app(model))
+    first = client.get("/search", params={"like": "item0003", "k": 5}).json()["results"][0]
+    assert first["like"] == "item0003" and first["query"] is None
+    assert first["hits"][0]["id"] == "item0003" and len(first["hits"]) == 5
+    mixed = client.get("/search", params={"like": "item0003", "q": "red item", "k": 3,
+                                          "example_weight": 0.9}).json()["results"][0]
+    assert mixed["query"] == "red item" and mixed["hits"][0]["id"] == "item0003"
+    batch = client.post("/search", json={"like": ["item0001", "item0002"], "k": 2}).json()
+    assert [r["hits"][0]["id"] for r in batch["results"]] == ["item0001", "item0002"]
+    vec = np.load(corpus_dir / "embeddings.npy")[7].tolist()
+    by_vector = client.post("/search", json={"vector": [vec], "k": 3}).json()
+    assert by_vector["results"][0]["hits"][0]["id"] == "item0007"
+    r = client.get("/search", params={"like": "nope"})
+    assert r.status_code == 422 and "unknown item id 'nope'" in r.json()["detail"]
+    r = client.post("/search", json={"like": ["item0001"], "vector": [vec]})
+    assert r.status_code == 422 and "not both" in r.json()["detail"]
+    r = client.post("/search", json={"k": 3})
+    assert r.status_code == 422 and "give queries, like" in r.json()["detail"]
+    r = client.post("/search", json={"vector": [[1.0, 2.0]]})
+    assert r.status_code == 422 and "vector" in r.json()["detail"]
+
+
+def test_live_add_and_delete_over_http_need_the_token(trained) -> None:
+    """POST /items and DELETE /items/ID: 403 without a server token, 401 with a wrong one;
+    with it the item is searchable at once, its record served, the model directory saved
+    (a fresh load sees it), a taken id is 409, an unknown delete 404, and a deleted item
+    never comes back."""
+    model, corpus_dir = trained
+    new = _new_item(corpus_dir, "fresh1", 5)
+    closed = TestClient(create_app(model))
+    r = closed.post("/items", json={"items": [new]})
+    assert r.status_code == 403 and "--token-file" in r.json()["detail"]
+    assert closed.delete("/items/item0001").status_code == 403
+    client = TestClient(create_app(model, token=TOKEN))
+    assert client.get("/health").json()["features"] == {"example": True, "updates": True}
+    r = client.post("/items", json={"items": [new]},
+                    headers={"Authorization": "Bearer wrong-token-0123456789"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert client.post("/items", json={"items": [new]}).status_code == 401  # no header
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = client.post("/items", json={"items": [new]}, headers=auth)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["op"] == "add" and body["ids"] == ["fresh1"] and body["saved"] is True
+    assert client.get("/health").json()["items"] == 41
+    assert client.get("/items/fresh1").json()["captions"] == ["a brand new thing"]
+    like = client.get("/search", params={"like": "fresh1", "k": 3}).json()["results"][0]
+    assert {h["id"] for h in like["hits"][:2]} == {"fresh1", "item0005"}  # same embedding
+    r = client.post("/items", json={"items": [new]}, headers=auth)
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
+    bad = {**new, "id": "fresh2", "embedding": [1.0, 2.0]}
+    r = client.post("/items", json={"items": [bad]}, headers=auth)
+    assert r.status_code == 422 and "dimension 2" in r.json()["detail"]
+    r = client.delete("/items/fresh1", headers=auth)
+    assert r.status_code == 200 and r.json()["op"] == "delete"
+    assert client.get("/items/fresh1").status_code == 404
+    hits = client.get("/search", params={"like": "item0005", "k": 40}).json()["results"][0]
+    assert "fresh1" not in {h["id"] for h in hits["hits"]}
+    r = client.delete("/items/fresh1", headers=auth)
+    assert r.status_code == 404 and "unknown item id" in r.json()["detail"]
+    r = client.post("/items", json={"items": [new]}, headers=auth)
+    assert r.status_code == 409 and "was deleted" in r.json()["detail"]
+    # saved: a fresh server over the directory has the update (and the item stays deleted)
+    again = TestClient(create_app(model)).get("/health").json()
+    assert again["items"] == 40
+    from gcmr.search import load_searcher
+
+    assert "fresh1" in load_searcher(model).index.item_ids  # kept as a deleted row
+
+
+def test_the_update_token_is_checked_at_start(tmp_path: Path) -> None:
+    from gcmr.errors import GcmrError
+    from gcmr.serve.app import build_app
+
+    from tests.serve.tiny_models import SurrogateSearcher
+
+    with pytest.raises(GcmrError, match="at least 16"):
+        build_app(SurrogateSearcher(), name="fake", token="short")
+    with pytest.raises(GcmrError, match="printable ASCII"):
+        build_app(SurrogateSearcher(), name="fake", token="a token with spaces inside")
+    fake = TestClient(build_app(SurrogateSearcher(), name="fake", token=TOKEN))
+    r = fake.delete("/items/a", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 422 and "no live updates" in r.json()["detail"]
+    r = fake.get("/search", params={"like": "a"})
+    assert r.status_code == 422 and "does not search by example" in r.json()["detail"]
+    assert fake.get("/health").json()["features"] == {"example": False, "updates": False}

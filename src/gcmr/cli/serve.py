@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from gcmr.cli.common import bounded_int, nonneg_float, positive_int
 from gcmr.cli.retrieval import add_rerank_option, add_verify_option, require_dir
+from gcmr.errors import GcmrError
 from gcmr.search.base import MAX_BEAM, MAX_K
-from gcmr.serve.app import ServeLimits
+from gcmr.serve.app import MIN_TOKEN_CHARS, TOKEN_ENV, ServeLimits, check_token
 from gcmr.serve.batching import MAX_BATCH_LIMIT, MAX_WAIT_LIMIT_MS, BatchingConfig
 
 _DEFAULTS = ServeLimits()
@@ -54,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--chunk-work", type=positive_int, default=_DEFAULTS.chunk_work,
                    help="queries x beam width in one batched search, at most; a larger "
                    "request is split so concurrent requests interleave (default %(default)s)")
+    u = p.add_argument_group("live updates (POST /items, DELETE /items/ID)")
+    u.add_argument("--token-file", type=Path,
+                   help="file holding the secret token that POST /items and DELETE /items/ID "
+                   "must send as 'Authorization: Bearer TOKEN' (at least "
+                   f"{MIN_TOKEN_CHARS} characters); default: the {TOKEN_ENV} environment "
+                   "variable; neither: updates are refused (403)")
     b = p.add_argument_group("micro-batching (reported in /health)")
     b.add_argument("--max-batch", type=bounded_int(MAX_BATCH_LIMIT),
                    default=_BATCHING.max_batch,
@@ -63,6 +71,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how long the first query of a batch waits for others, in "
                    f"milliseconds, at most {MAX_WAIT_LIMIT_MS:g} (default %(default)s)")
     p.set_defaults(func=cmd_serve)
+
+
+def read_token(path: Path | None) -> str | None:
+    """The update token: the file's first line, else ``$GCMR_SERVE_TOKEN``, else None
+    (checked by :func:`gcmr.serve.app.check_token`)."""
+    if path is None:
+        return os.environ.get(TOKEN_ENV) or None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GcmrError(f"--token-file {path}: cannot read it ({exc})") from exc
+    token = text.strip().splitlines()[0] if text.strip() else ""
+    if not token:
+        raise GcmrError(f"--token-file {path}: the file is empty")
+    return token
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -75,5 +98,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     batching = BatchingConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     serve(args.model, host=args.host, port=args.port, index_path=args.index, device=args.device,
           rerank=args.rerank, corpus_path=args.corpus, limits=limits, batching=batching,
-          verify=not args.no_verify)
+          verify=not args.no_verify, token=check_token(read_token(args.token_file)))
     return 0

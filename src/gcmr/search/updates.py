@@ -72,6 +72,14 @@ class UpdateError(GcmrError):
     """A live update that cannot be applied (duplicate or unknown id, bad embeddings)."""
 
 
+class UpdateConflict(UpdateError):
+    """An added id that the model already holds, or held and deleted (ids are not reused)."""
+
+
+class UnknownItemError(UpdateError):
+    """A deleted id that the model does not hold (or no longer holds)."""
+
+
 # ----------------------------------------------------------------------------- new items
 
 
@@ -356,10 +364,10 @@ def add_to(retriever: Any, items: NewItems, *, save: bool = True,
         known = set(retriever.index.item_ids)
         for item_id in items.ids:
             if item_id in live_ids:
-                raise UpdateError(f"{items.origin}: id {item_id!r} already exists in "
+                raise UpdateConflict(f"{items.origin}: id {item_id!r} already exists in "
                                   f"{retriever.path} (row {live_ids[item_id]})")
             if item_id in known:
-                raise UpdateError(f"{items.origin}: id {item_id!r} was deleted from "
+                raise UpdateConflict(f"{items.origin}: id {item_id!r} was deleted from "
                                   f"{retriever.path}; ids are not reused, add it under a new id")
         index = retriever.index
         view, _ = fit_view(items.as_corpus(), index.config, show_progress=show_progress)
@@ -401,8 +409,8 @@ def delete_from(retriever: Any, ids: Sequence[str], *, save: bool = True) -> Upd
             if not isinstance(item_id, str):
                 raise UpdateError(f"item ids must be strings, got {item_id!r}")
             if item_id not in live_ids:
-                raise UpdateError(f"unknown item id {item_id!r}: {retriever.path} has no such "
-                                  f"item (or it was deleted)")
+                raise UnknownItemError(f"unknown item id {item_id!r}: {retriever.path} has "
+                                       f"no such item (or it was deleted)")
             if item_id not in seen:
                 seen.add(item_id)
                 rows.append(live_ids[item_id])

@@ -8,7 +8,9 @@ runtime, and the request model is local to :func:`create_app` (pydantic is an op
 """
 
 import asyncio
+import hmac
 import html
+import inspect
 import json
 import time
 from contextlib import asynccontextmanager
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from gcmr.errors import GcmrError
+from gcmr.errors import ArtifactError, GcmrError
 from gcmr.extras import require
 from gcmr.search.base import (
     MAX_BEAM,
@@ -38,6 +40,8 @@ MAX_QUERIES = DEFAULT_MAX_QUERIES
 MAX_DETAIL_CHARS = 1000  # an error message sent back is cut here (it never echoes a request)
 MAX_ERRORS = 10  # validation errors listed in one answer
 INLINE_HITS = 1000  # answers with at most this many hits are built on the event loop (< 1 ms)
+MAX_ID_CHARS = 1000  # an item id (or source) in a request
+MAX_CAPTIONS = 64  # captions of one added item
 
 
 @dataclass(frozen=True)
@@ -174,15 +178,49 @@ async def _send_error(send: Any, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+MIN_TOKEN_CHARS = 16  # a shorter update token is refused at start (guessable)
+TOKEN_ENV = "GCMR_SERVE_TOKEN"  # where gcmr serve reads the update token when no file is given
+
+
+def check_token(token: str | None) -> str | None:
+    """The update token as given (None: live updates off), refused when it is too short to
+    be a secret or not printable ASCII (it travels in an HTTP header)."""
+    if token is None:
+        return None
+    token = token.strip()
+    if len(token) < MIN_TOKEN_CHARS or not token.isascii() or not token.isprintable() \
+            or " " in token:
+        raise GcmrError(f"the update token must be at least {MIN_TOKEN_CHARS} printable ASCII "
+                        f"characters without spaces (for example the output of "
+                        f"`python -c 'import secrets; print(secrets.token_urlsafe())'`)")
+    return token
+
+
+def supports(searcher: Any, what: str) -> bool:
+    """Whether ``searcher`` can search by example (``"example"``: its ``search_rows`` takes
+    ``like`` / ``vector``) or apply live updates (``"updates"``)."""
+    if what == "updates":
+        return callable(getattr(searcher, "add_items", None)) and \
+            callable(getattr(searcher, "delete_items", None))
+    try:
+        params = inspect.signature(searcher.search_rows).parameters
+    except (TypeError, ValueError):
+        return False
+    return "like" in params and "vector" in params
+
+
 def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
                device: str = "auto", rerank: str | None = None,
                corpus_path: str | Path | None = None, limits: ServeLimits | None = None,
-               batching: BatchingConfig | None = None, verify: bool = True) -> Any:
+               batching: BatchingConfig | None = None, verify: bool = True,
+               token: str | None = None) -> Any:
     """A FastAPI app serving the model at ``model_dir`` (loaded now, once, its files' sha256
     checked unless ``verify`` is False); ``rerank`` as in
     :func:`gcmr.search.load_searcher` (a model with a query head serves hybrid search);
     ``limits`` what one request may ask (default :class:`ServeLimits`), ``batching`` how
-    concurrent requests are decoded together (default :class:`BatchingConfig`)."""
+    concurrent requests are decoded together (default :class:`BatchingConfig`); ``token``
+    turns on live updates (``POST /items``, ``DELETE /items/{id}``) for requests that send
+    it as ``Authorization: Bearer TOKEN`` (None: updates are refused with 403)."""
     require("fastapi", "serve", purpose="gcmr serve")
     require("pydantic", "serve", purpose="gcmr serve")
     from gcmr.search import load_searcher
@@ -192,19 +230,21 @@ def create_app(model_dir: str | Path, *, index_path: str | Path | None = None,
                              corpus_path=corpus_path, verify=verify)
     kind = "dense" if isinstance(searcher, DenseSearcher) else "generative"
     return build_app(searcher, name=str(model_dir), kind=kind, limits=limits,
-                     batching=batching)
+                     batching=batching, token=token)
 
 
 def build_app(searcher: Any, *, name: str, kind: str = "generative",
               limits: ServeLimits | None = None,
-              batching: BatchingConfig | None = None) -> Any:
+              batching: BatchingConfig | None = None, token: str | None = None) -> Any:
     """The FastAPI app around a loaded :class:`~gcmr.search.Searcher` (what
     :func:`create_app` serves; tests give it a fake one). ``name`` is shown in /health.
 
     Searches go through one :class:`~gcmr.serve.batching.MicroBatcher` (``app.state.
     batcher``; its worker starts with the first search), which the app's lifespan closes at
     shutdown after finishing every queued request; ``app.state.metrics`` is the
-    :class:`~gcmr.serve.metrics.ServeMetrics` behind ``/metrics``."""
+    :class:`~gcmr.serve.metrics.ServeMetrics` behind ``/metrics``. Searches by example and
+    live updates run on the batcher's worker between two batches
+    (:meth:`~gcmr.serve.batching.MicroBatcher.call`), so an update never overlaps a search."""
     fastapi = require("fastapi", "serve", purpose="gcmr serve")
     pydantic = require("pydantic", "serve", purpose="gcmr serve")
     from typing import Annotated
@@ -214,14 +254,31 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
     from starlette.concurrency import run_in_threadpool
 
     from gcmr.search import ranked_hits
+    from gcmr.search.example import EXAMPLE_WEIGHT
+    from gcmr.search.updates import NewItems, UnknownItemError, UpdateConflict
     from gcmr.serve.items import ItemCatalog
     from gcmr.serve.metrics import MetricsMiddleware, ServeMetrics
 
     limits = limits or ServeLimits()
-    describe = searcher.item_descriptions()
-    info = {"model": safe_text(name), "kind": kind, "items": len(searcher.item_ids)}
+    token = check_token(token)
+    info = {"model": safe_text(name), "kind": kind}
     batching = batching or BatchingConfig()
-    catalog = ItemCatalog(searcher, describe)
+    by_example, updatable = supports(searcher, "example"), supports(searcher, "updates")
+
+    class View:
+        """What answers read of the searcher's items, replaced whole after a live update
+        (on the worker thread, between two searches)."""
+
+        def __init__(self) -> None:
+            self.refresh()
+
+        def refresh(self) -> None:
+            self.describe = searcher.item_descriptions()
+            self.catalog = ItemCatalog(searcher, self.describe)
+            index = getattr(searcher, "index", None)
+            self.items = int(getattr(index, "num_live", len(searcher.item_ids)))
+
+    view = View()
 
     def search_rows(queries: list[str], key: BatchKey) -> Any:
         return searcher.search_rows(queries, k=key.k, beam=key.beam,
@@ -237,14 +294,40 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
         await run_in_threadpool(batcher.close)  # graceful: every queued request is answered
     query_text = Annotated[str, pydantic.Field(min_length=1, max_length=limits.max_query_chars)]
 
+    item_id_text = Annotated[str, pydantic.Field(min_length=1, max_length=MAX_ID_CHARS)]
+    weight_field = pydantic.Field(EXAMPLE_WEIGHT, ge=0.0, le=1.0, description="a mixed text "
+                                  "+ example query's weight of the example's cosine")
+
     class SearchRequest(pydantic.BaseModel):
-        queries: list[query_text] = pydantic.Field(  # type: ignore[valid-type]
-            min_length=1, max_length=limits.max_queries,
+        queries: list[query_text] | None = pydantic.Field(  # type: ignore[valid-type]
+            None, min_length=1, max_length=limits.max_queries,
             description=f"1 to {limits.max_queries} non-empty queries of at most "
-                        f"{limits.max_query_chars} characters")
+                        f"{limits.max_query_chars} characters (optional with like / vector)")
         k: int = pydantic.Field(10, ge=1, le=MAX_K, description="results per query")
         beam: int | None = pydantic.Field(None, ge=1, le=MAX_BEAM, description="beam width "
                                           "of a generative model (default max(10, k))")
+        like: list[item_id_text] | None = pydantic.Field(  # type: ignore[valid-type]
+            None, min_length=1, max_length=limits.max_queries,
+            description="query by example: item ids ('more like this'), one result list each "
+                        "(with queries: one per query, or one for all)")
+        vector: list[list[float]] | None = pydantic.Field(
+            None, min_length=1, max_length=limits.max_queries,
+            description="query by example: item embeddings [Q, D] in the corpus's item space")
+        example_weight: float = weight_field
+
+    class NewItem(pydantic.BaseModel):
+        id: item_id_text  # type: ignore[valid-type]
+        captions: list[query_text] = pydantic.Field(  # type: ignore[valid-type]
+            default_factory=list, max_length=MAX_CAPTIONS,
+            description="its captions (the fine-tune's pseudo-queries)")
+        embedding: list[float] = pydantic.Field(min_length=1, description="its embedding in "
+                                                "the corpus's item space")
+        source: str | None = pydantic.Field(None, max_length=MAX_ID_CHARS,
+                                            description="where the media is (shown only)")
+
+    class AddRequest(pydantic.BaseModel):
+        items: list[NewItem] = pydantic.Field(min_length=1, max_length=limits.max_queries,
+                                              description=f"1 to {limits.max_queries} items")
 
     app = fastapi.FastAPI(
         title="gcmr", summary="generative cross-modal retrieval", lifespan=lifespan,
@@ -273,10 +356,13 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
                                         "request (a field, or a query the model refuses)"},
                      503: {"description": "the server is shutting down"}}
 
-    def answer(queries: list[str], scores: Any, rows: Any, k: int, took_ms: float) -> Any:
-        hits = ranked_hits(searcher, scores, rows, describe)
-        return JSONResponse({"results": [{"query": q, "hits": h} for q, h in zip(queries, hits)],
-                             "k": k, "took_ms": round(took_ms, 2)})
+    def answer(queries: list[Any], scores: Any, rows: Any, k: int, took_ms: float,
+               likes: list[str] | None = None) -> Any:
+        hits = ranked_hits(searcher, scores, rows, view.describe)
+        results = [{"query": q, "hits": h} for q, h in zip(queries, hits)]
+        for i, result in enumerate(results if likes else ()):
+            result["like"] = safe_text(likes[i if len(likes) > 1 else 0])
+        return JSONResponse({"results": results, "k": k, "took_ms": round(took_ms, 2)})
 
     async def run(queries: list[str], k: int, beam: int | None) -> Any:
         t0 = time.perf_counter()
@@ -293,22 +379,130 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
         # the hits (and their JSON) off the event loop: a 256 x 1000 answer takes a while
         return await run_in_threadpool(answer, queries, scores, rows, k, took)
 
+    async def run_example(queries: list[str] | None, k: int, beam: int | None, *,
+                          like: list[str] | None = None, vector: list[list[float]] | None = None,
+                          weight: float = EXAMPLE_WEIGHT) -> Any:
+        """A query by example (or mixed): one search on the worker between two batches."""
+        if not by_example:
+            raise fastapi.HTTPException(422, f"this {kind} model does not search by example "
+                                             f"(like / vector): a generative model does")
+        if like is not None and vector is not None:
+            raise fastapi.HTTPException(422, "pass either like (item ids) or vector "
+                                             "(embeddings), not both")
+        t0 = time.perf_counter()
+
+        def search() -> Any:
+            return searcher.search_rows(queries, k=k, beam=beam, like=like, vector=vector,
+                                        example_weight=weight)
+        try:
+            if queries is not None:
+                check_search_args(queries, k=k, beam=beam)
+            scores, rows = await asyncio.wrap_future(batcher.call(search))
+        except ServerClosingError:
+            raise
+        except GcmrError as exc:
+            raise fastapi.HTTPException(422, short_detail(str(exc))) from exc
+        shown = list(queries) if queries is not None else [None] * len(scores)
+        if len(shown) == 1 < len(scores):
+            shown = shown * len(scores)
+        took = (time.perf_counter() - t0) * 1000
+        return await run_in_threadpool(answer, shown, scores, rows, k, took, like)
+
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", **info, "limits": limits.as_dict(),
-                "batching": batching.as_dict()}
+        return {"status": "ok", **info, "items": view.items, "limits": limits.as_dict(),
+                "batching": batching.as_dict(),
+                "features": {"example": by_example, "updates": updatable and token is not None}}
 
     @app.get("/search", responses=search_errors)
-    async def search_one(q: str = fastapi.Query(..., description="the text query",
-                                                min_length=1, max_length=limits.max_query_chars),
+    async def search_one(q: str | None = fastapi.Query(
+                             None, description="the text query (optional with like)",
+                             min_length=1, max_length=limits.max_query_chars),
                          k: int = fastapi.Query(10, ge=1, le=MAX_K),
-                         beam: int | None = fastapi.Query(None, ge=1, le=MAX_BEAM)
+                         beam: int | None = fastapi.Query(None, ge=1, le=MAX_BEAM),
+                         like: str | None = fastapi.Query(
+                             None, description="an item id: items like it ('more like this'; "
+                                               "with q: a mixed query)",
+                             min_length=1, max_length=MAX_ID_CHARS),
+                         example_weight: float = fastapi.Query(
+                             EXAMPLE_WEIGHT, ge=0.0, le=1.0,
+                             description="a mixed query's weight of the example")
                          ) -> dict[str, Any]:
+        if like is not None:
+            return await run_example(None if q is None else [q], k, beam, like=[like],
+                                     weight=example_weight)
+        if q is None:
+            raise fastapi.HTTPException(422, "give a text query q, an item id like, or both")
         return await run([q], k, beam)
 
     @app.post("/search", responses=search_errors)
     async def search_batch(request: SearchRequest) -> dict[str, Any]:
+        if request.like is not None or request.vector is not None:
+            return await run_example(request.queries, request.k, request.beam,
+                                     like=request.like, vector=request.vector,
+                                     weight=request.example_weight)
+        if request.queries is None:
+            raise fastapi.HTTPException(422, "give queries, like (item ids) or vector "
+                                             "(embeddings)")
         return await run(request.queries, request.k, request.beam)
+
+    def authorize(authorization: str | None) -> None:
+        """Refuse a live update unless the server has a token and the request sends it."""
+        if not updatable:
+            raise fastapi.HTTPException(422, f"this {kind} model has no live updates (add "
+                                             f"and delete work on generative models)")
+        if token is None:
+            raise fastapi.HTTPException(403, "live updates are off: start gcmr serve with "
+                                             f"--token-file FILE (or {TOKEN_ENV}) to allow them")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("utf-8", "replace"), token.encode()):
+            raise fastapi.HTTPException(401, "missing or wrong update token (send "
+                                             "Authorization: Bearer TOKEN)",
+                                        headers={"WWW-Authenticate": "Bearer"})
+
+    async def update(apply: Any) -> dict[str, Any]:
+        """Run one live update on the worker between two batches, then refresh the view."""
+        def step() -> dict[str, Any]:
+            result = apply()
+            view.refresh()  # the new items' captions, the live count
+            return result.to_dict()
+        try:
+            return await asyncio.wrap_future(batcher.call(step))
+        except ServerClosingError:
+            raise
+        except UnknownItemError as exc:
+            raise fastapi.HTTPException(404, short_detail(str(exc))) from exc
+        except (UpdateConflict, ArtifactError) as exc:  # a taken id; the model dir changed
+            raise fastapi.HTTPException(409, short_detail(str(exc))) from exc
+        except GcmrError as exc:
+            raise fastapi.HTTPException(422, short_detail(str(exc))) from exc
+
+    update_errors = {**too_large, 401: {"description": "no or a wrong update token"},
+                     403: {"description": "live updates are off (no --token-file)"},
+                     409: {"description": "an id already taken (or deleted), or the model "
+                                          "directory changed on disk since it was loaded"},
+                     422: {"model": ErrorAnswer, "description": "invalid items, or a model "
+                                                                "without live updates"},
+                     503: {"description": "the server is shutting down"}}
+
+    @app.post("/items", status_code=201, responses=update_errors)
+    async def add_items(request: AddRequest, authorization: str | None = fastapi.Header(
+            None, description="Bearer TOKEN (the server's --token-file)")) -> dict[str, Any]:
+        """Add items (live: retrievable by their identifiers at once; the model directory
+        is replaced atomically by its next version)."""
+        authorize(authorization)
+        records = [item.model_dump() for item in request.items]
+        items = NewItems.from_records(records, origin="POST /items")
+        return await update(lambda: searcher.add_items(items, save=True))
+
+    @app.delete("/items/{item_id:path}", responses={**update_errors, 404: {
+        "description": "no such item (or already deleted)"}})
+    async def delete_item(item_id: str, authorization: str | None = fastapi.Header(
+            None, description="Bearer TOKEN (the server's --token-file)")) -> dict[str, Any]:
+        """Delete an item (live: no search returns it from now on; saved atomically)."""
+        authorize(authorization)
+        return await update(lambda: searcher.delete_items([item_id], save=True))
 
     @app.get("/items/{item_id:path}/media", response_class=FileResponse,
              responses={404: {"description": "no such item, or no local image of it that "
@@ -316,7 +510,7 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
     def item_media(item_id: str) -> Any:
         """The item's image (its ``source``), when it is a local image file inside the
         corpus's media folder; 404 otherwise (see :mod:`gcmr.serve.items`)."""
-        media = catalog.media(item_id)
+        media = view.catalog.media(item_id)
         if media is None:
             raise fastapi.HTTPException(404, f"no image to send for item {snippet(item_id)}")
         return FileResponse(media.path, media_type=media.media_type,
@@ -327,7 +521,7 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
     def item(item_id: str) -> dict[str, Any]:
         """An item: ``{id, row, captions, source, identifier, media}`` (``identifier``: its
         codes, null for a dense model; ``media``: the thumbnail's URL path or null)."""
-        record = catalog.describe(item_id)
+        record = view.catalog.describe(item_id)
         if record is None:
             raise fastapi.HTTPException(404, f"no item {snippet(item_id)}")
         return record
@@ -340,7 +534,7 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
 
     page_html = PAGE.replace("{{MAX_K}}", str(MAX_K)).replace(
         "{{MAX_QUERY_CHARS}}", str(limits.max_query_chars)).replace(
-        "{{MODEL}}", html.escape(f"{info['model']} ({kind}, {info['items']:,} items)"))
+        "{{MODEL}}", html.escape(f"{info['model']} ({kind}, {view.items:,} items)"))
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> Any:
@@ -376,13 +570,13 @@ def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           index_path: str | Path | None = None, device: str = "auto",
           rerank: str | None = None, corpus_path: str | Path | None = None,
           limits: ServeLimits | None = None, batching: BatchingConfig | None = None,
-          verify: bool = True) -> None:
+          verify: bool = True, token: str | None = None) -> None:
     """Run the app with uvicorn until interrupted (on SIGINT / SIGTERM uvicorn stops taking
     connections, finishes the requests in progress, and the lifespan drains the queue)."""
     uvicorn = require("uvicorn", "serve", purpose="gcmr serve")
     app = create_app(model_dir, index_path=index_path, device=device, rerank=rerank,
                      corpus_path=corpus_path, limits=limits, batching=batching,
-                     verify=verify)
+                     verify=verify, token=token)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

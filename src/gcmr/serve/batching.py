@@ -25,6 +25,15 @@ alternating batches of 4 that cost nearly twice as much). A full batch never wai
 A failed batch is searched again one request at a time, so a query that fails (say, one the
 tokenizer finds no tokens in) fails its own request only. :meth:`MicroBatcher.close` stops
 taking new work and finishes everything queued (graceful shutdown).
+
+A part-full batch waits only while company is likely: until as many requests have arrived
+since the previous search ended as that search answered (its callers are about to ask
+again; the first batch of a group waits for a full batch). A lone client, whose previous
+batch was its own single request, is searched as soon as it asks again.
+
+Work that must not overlap a search (a live update that swaps the model, a query by example)
+goes through :meth:`MicroBatcher.call`: the worker runs it between two batches, in arrival
+order, so the searcher is only ever used from the worker thread.
 """
 
 from __future__ import annotations
@@ -143,6 +152,8 @@ class MicroBatcher:
         self._last_key: BatchKey | None = None  # the group of the latest batch
         self._free_since = 0.0  # when the worker finished its latest search (monotonic)
         self._closing = False
+        self._calls: deque[tuple[Callable[[], Any], Future]] = deque()  # see call()
+        self._company: dict[BatchKey, int] = {}  # requests in the group's previous batch
         self._thread: threading.Thread | None = None
         self._names = itertools.count(1)
 
@@ -171,17 +182,35 @@ class MicroBatcher:
             future.set_result((np.zeros((0, key.k), np.float32), np.zeros((0, key.k), np.int64)))
             return future
         with self._cond:
-            if self._closing:
-                raise ServerClosingError("the server is shutting down; retry on another "
-                                         "instance or after it restarts")
+            self._check_open()
             self._groups.setdefault(key, deque()).append(job)
             self._pending += len(job.queries)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name=f"gcmr-batcher-{next(self._names)}")
-                self._thread.start()
-            self._cond.notify_all()
+            self._start_worker()
         return future
+
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn()`` on the worker thread before the next batch (after the calls queued
+        before it); the future holds its result or exception. For work that must not run
+        while a search does: live updates, searches by example. Raises
+        :class:`ServerClosingError` after :meth:`close`."""
+        future: Future = Future()
+        with self._cond:
+            self._check_open()
+            self._calls.append((fn, future))
+            self._start_worker()
+        return future
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise ServerClosingError("the server is shutting down; retry on another "
+                                     "instance or after it restarts")
+
+    def _start_worker(self) -> None:  # with self._cond held
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"gcmr-batcher-{next(self._names)}")
+            self._thread.start()
+        self._cond.notify_all()
 
     def close(self, timeout: float | None = None) -> bool:
         """Take no new requests, finish every queued one, stop the worker; True when it has
@@ -202,19 +231,26 @@ class MicroBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
+            if callable(batch):  # a call(): not a search, so no caller is about to return
+                batch()
+                continue
             try:
                 self._execute(*batch)
             except Exception as exc:  # noqa: BLE001 - a bug here must not hang the callers
+                self._free_since = time.monotonic()
                 for job, _, _ in batch[1]:
                     self._fail(job, exc)
-            self._free_since = time.monotonic()
 
-    def _next_batch(self) -> tuple[BatchKey, list[tuple[_Job, int, int]]] | None:
+    def _next_batch(self) -> Any:
         """Wait for work (and, for a part-full batch, up to max_wait for more), then take one
-        batch out of the queue: the next group in turn, a fair share of each request in it."""
+        batch out of the queue: the next group in turn, a fair share of each request in it.
+        A queued :meth:`call` comes first (returned as a callable that runs it)."""
         wait_s = self.config.max_wait_ms / 1000
         with self._cond:
             while True:
+                if self._calls:
+                    fn, future = self._calls.popleft()
+                    return lambda: _run_call(fn, future)
                 self._drop_cancelled()
                 if not self._groups:
                     if self._closing:
@@ -233,10 +269,17 @@ class MicroBatcher:
                 # batch instead of the queue splitting into two half batches that alternate
                 start = max(min(job.arrived for job in jobs), self._free_since)
                 remaining = start + wait_s - time.monotonic()
-                if queued >= cap or remaining <= 0 or self._closing:
+                # the callers the previous batch answered have all asked again: nobody
+                # else is coming (a lone client is searched at once)
+                back = sum(1 for job in jobs if job.arrived >= self._free_since)
+                alone = back >= self._company.get(key, cap)
+                if queued >= cap or alone or remaining <= 0 or self._closing:
                     break
                 self._cond.wait(remaining)
             parts = self._take(jobs, cap)
+            if len(self._company) > 1024:  # keys seen long ago; bounded under any load
+                self._company.clear()
+            self._company[key] = len(parts)
             self._groups.move_to_end(key)  # the groups take turns
             self._last_key = key
             if not jobs:
@@ -283,6 +326,7 @@ class MicroBatcher:
         try:
             scores, rows = self._search(queries, key)
         except Exception as exc:  # noqa: BLE001 - every error goes back to its caller
+            self._free_since = time.monotonic()
             self._report(BatchStats(len(queries), len(parts), time.perf_counter() - t0, True))
             if len(parts) == 1:
                 self._fail(parts[0][0], exc)
@@ -290,6 +334,7 @@ class MicroBatcher:
                 for part in parts:
                     self._execute(key, [part])
             return
+        self._free_since = time.monotonic()  # before the answers: their callers ask again
         self._report(BatchStats(len(queries), len(parts), time.perf_counter() - t0))
         offset = 0
         for job, start, stop in parts:
@@ -326,6 +371,17 @@ class MicroBatcher:
                 if not jobs:
                     del self._groups[job.key]
         _settle(job.future, error=exc)
+
+
+def _run_call(fn: Callable[[], Any], future: Future) -> None:
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled while queued
+    try:
+        result = fn()
+    except BaseException as exc:  # noqa: BLE001 - it goes back to the caller
+        _settle(future, error=exc)
+    else:
+        _settle(future, result=result)
 
 
 def _settle(future: Future, *, result: Any = None, error: BaseException | None = None) -> None:
