@@ -1,6 +1,6 @@
 """Scaling out training: torchrun DDP over 2 CPU ranks (gloo) trains the weights one process
-trains with the same global batch, rank 0 alone writes, a checkpoint resumes on another number
-of ranks; ``grad_accum`` K x batch B/K equals batch B; the step plan shares every micro-batch
+trains with the same global batch, for every method of the one loop (CART, AVG with L_dis,
+the dense tower), rank 0 alone writes, a checkpoint resumes on another number of ranks; ``grad_accum`` K x batch B/K equals batch B; the step plan shares every micro-batch
 among the ranks."""
 
 from __future__ import annotations
@@ -121,6 +121,106 @@ def test_two_ranks_train_what_one_process_trains(tiny_index, tmp_path):
                  _weights(two / "checkpoint" / "model.safetensors"))
     assert diff["matrices"] < 1e-4 and diff["relative"] < 1e-3, diff
     assert [r.get("ranks", 1) for r in _log(two)] == [2, 1]
+
+
+
+@pytest.fixture
+def avg_index(corpus_factory, tmp_path: Path) -> Path:
+    """An AVG index (voken codebooks of 4, 2 steps + the unique level) of a tiny corpus with
+    caption embeddings, as in test_avg_training.py."""
+    import numpy as np
+
+    from gcmr.corpus import load_corpus
+    from gcmr.ids import IndexConfig, build_index
+
+    corpus_dir = corpus_factory("avgc", caption_embeddings=np.random.default_rng(1).normal(
+        size=(40, 12)))
+    config = IndexConfig(scheme="avg", voken_codebook_size=4, voken_length=2, latent_dim=8,
+                         hidden_dims=[16], epochs=2, max_steps=10, batch_size=16,
+                         init_kmeans_rows=40, shared_codebook=True)
+    return build_index(load_corpus(corpus_dir), config, show_progress=False).save(
+        tmp_path / "avg-index")
+
+
+def _writes_of(tmp_path: Path) -> tuple[list, set[str]]:
+    """Rank 1's writes under $WATCH and the names rank 0 wrote."""
+    return (json.loads((tmp_path / "writes.1").read_text()),
+            {Path(p).name for _, p in json.loads((tmp_path / "writes.0").read_text())})
+
+
+@pytest.mark.slow
+def test_two_ranks_train_avg_with_l_dis_as_one_process(avg_index, tmp_path):
+    # AVG: epoch 1 L_gen alone, epoch 2 L_gen + L_dis over beam-searched candidates (beam 3,
+    # searched by the unwrapped model on each rank's slice); steps of 5 x 2 = 10 pairs, every
+    # micro-batch split 3/2; validation (beam search) on rank 0
+    flags = [*TINY, "--method", "avg", "--epochs", "2", "--dis-epochs", "1", "--dis-beam", "3",
+             "--batch-size", "5", "--grad-accum", "2", "--val-split", "test",
+             "--max-val-queries", "10"]
+    runs = tmp_path / "runs"
+    one, two = runs / "one", runs / "two"
+    assert main(["train", str(avg_index), str(one), *flags]) == 0
+    done = _torchrun(tmp_path, 2, ["train", str(avg_index), str(two), *flags])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("training finished") == 1
+    weights = _weights(one / "checkpoint" / "model.safetensors")
+    diff = _diff(weights, _weights(two / "checkpoint" / "model.safetensors"))
+    # matrices agree to ~1e-7; "all" is larger only for the attention key biases, whose true
+    # gradient is 0 (softmax is shift-invariant) and which AdamW moves by rounding noise
+    assert diff["matrices"] < 1e-4 and diff["relative"] < 1e-3, diff
+    # the comparison can tell L_dis apart (5e-3 without it)
+    assert main(["train", str(avg_index), str(runs / "gen"), *flags, "--dis-weight", "0"]) == 0
+    assert _diff(weights, _weights(runs / "gen" / "checkpoint" / "model.safetensors"))[
+        "matrices"] > 1e-3
+    log_one, log_two = _log(one), _log(two)
+    assert [r["ranks"] for r in log_two] == [2, 2]
+    assert ["dis" in r for r in log_two] == ["dis" in r for r in log_one] == [False, True]
+    for r1, r2 in zip(log_one, log_two):
+        assert r2["pairs"] == r1["pairs"] == 100
+        for key in ("loss", "ce", "dis", "dis_inserted", "dis_pos_prob"):
+            if key in r1:
+                assert r2[key] == pytest.approx(r1[key], abs=1e-4), key
+        assert r2["val"] == r1["val"]
+    assert json.loads((two / "manifest.json").read_text())["method"] == "avg"
+    rank1, rank0 = _writes_of(tmp_path)
+    assert rank1 == [] and {"two", "train_log.jsonl"} <= rank0
+    assert {p.name for p in two.iterdir()} == {p.name for p in one.iterdir()}
+
+
+# the dense tower's flags: the query encoder's (no decoder), dropout 0
+DENSE = ["--preset", "none", "--d-model", "32", "--heads", "2", "--ffn", "64",
+         "--encoder-layers", "1", "--vocab-size", "200", "--dropout", "0", "--device", "cpu",
+         "--threads", "1", "--quiet"]
+
+
+@pytest.mark.slow
+def test_two_ranks_train_the_dense_tower_as_one_process(tiny_corpus, tmp_path):
+    # gcmr train-dense runs the same loop: InfoNCE with in-batch negatives gathered over the
+    # ranks and the learned temperature; steps of 3 x 2 (a last micro-batch of 1 pair, where
+    # rank 1 has nothing), validation on rank 0
+    flags = [*DENSE, "--epochs", "2", "--batch-size", "3", "--grad-accum", "2",
+             "--val-split", "test"]
+    runs = tmp_path / "runs"
+    one, two = runs / "one", runs / "two"
+    assert main(["train-dense", str(tiny_corpus), str(one), *flags]) == 0
+    done = _torchrun(tmp_path, 2, ["train-dense", str(tiny_corpus), str(two), *flags])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("dense training finished") == 1
+    diff = _diff(_weights(one / "checkpoint" / "model.safetensors"),
+                 _weights(two / "checkpoint" / "model.safetensors"))
+    # ~1e-7 (key biases aside, see above); per-rank negatives (no gather) give 1e-2 here
+    assert diff["matrices"] < 1e-4 and diff["relative"] < 1e-3, diff
+    log_one, log_two = _log(one), _log(two)
+    assert [r["ranks"] for r in log_two] == [2, 2]
+    for r1, r2 in zip(log_one, log_two):
+        assert r2["pairs"] == r1["pairs"] == 100
+        assert r2["loss"] == pytest.approx(r1["loss"], abs=1e-4)
+        assert r2["temperature"] == pytest.approx(r1["temperature"], abs=1e-5)
+        assert r2["val"] == r1["val"]
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["format"].startswith("gcmr-dense")
+    rank1, rank0 = _writes_of(tmp_path)
+    assert rank1 == [] and {"two", "train_log.jsonl"} <= rank0
+    assert {p.name for p in two.iterdir()} == {p.name for p in one.iterdir()}
 
 
 def _train(index: Path, out: Path, **fields) -> dict[str, torch.Tensor]:
