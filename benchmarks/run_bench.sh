@@ -5,7 +5,7 @@
 #   bash benchmarks/run_bench.sh scale      # throughput + memory only (~20-30 min on 2 cores)
 #   bash benchmarks/run_bench.sh accuracy   # accuracy only
 #   bash benchmarks/run_bench.sh longer     # CART vs dense with 3x the epochs
-#   bash benchmarks/run_bench.sh avg        # AVG rows beside CART and dense (~45 min)
+#   bash benchmarks/run_bench.sh avg        # AVG rows beside CART and dense (~50 min)
 #   bash benchmarks/run_bench.sh d128       # CART, w/o fusion and dense at d_model 128, 3 + 3
 #   bash benchmarks/run_bench.sh large      # 10M candidates, CART vs streamed exact (~15 min)
 #   bash benchmarks/run_bench.sh hybrid     # hybrid CART (query head + rerank) beside pure CART,
@@ -65,12 +65,12 @@ if [ "$WHAT" = all ] || [ "$WHAT" = avg ]; then
   # AVG (AVG tables 3 and 7) beside full CART and the dense tower, same world, model and
   # budget -> $OUT/avg/. The AVG index encodes the captions with the offline MiniLM.
   gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$WORK/accAVG1" --threads 1 "${common[@]}" \
-    --rows avg,avg-no-dis,avg-beam1,avg-beam5,avg-beam20,avg-beam30 &
+    --rows avg,avg-no-dis,avg-no-voken-emb,avg-hybrid,avg-minilm &
   gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$WORK/accAVG2" --threads 1 "${common[@]}" \
-    --rows avg-no-align,cart,dense-exact,avg-no-voken-emb &
+    --rows cart,dense-exact,avg-shared,avg-no-align &
   wait
   gcmr bench accuracy "$WORK/w$ACC_WORLD" --out "$OUT/avg" --threads 2 "${common[@]}" \
-    --rows cart,avg,avg-no-align,avg-no-voken-emb,avg-no-dis,avg-beam1,avg-beam5,avg-beam20,avg-beam30,dense-exact,oracle
+    --rows cart,avg,avg-shared,avg-no-align,avg-no-voken-emb,avg-no-dis,avg-beam1,avg-beam5,avg-beam20,avg-beam30,avg-hybrid,avg-hybrid-gen,avg-minilm,avg-minilm-gen,dense-exact,oracle
 fi
 
 if [ "$WHAT" = all ] || [ "$WHAT" = longer ]; then

@@ -54,7 +54,7 @@ def test_index_help_has_one_group_per_scheme() -> None:
                                      if a.option_strings]
               for g in index._action_groups}
     assert {"every scheme", "cart", "rq", "hkmeans", "atomic", "random", "avg"} <= set(groups)
-    assert groups["avg"] == ["--vokens", "--voken-codebook-size", "--per-step-codebooks",
+    assert groups["avg"] == ["--vokens", "--voken-codebook-size", "--shared-codebook",
                              "--align-weight"]
     # shared by several schemes: listed once, in the first group that reads them
     assert groups["cart"][-2:] == ["--fit-view", "--text-encoder"]
@@ -68,7 +68,7 @@ def test_index_help_has_one_group_per_scheme() -> None:
 @pytest.mark.parametrize("argv, flag, users", [
     (["--vokens", "4", "--scheme", "cart"], "--vokens", "avg"),
     (["--clusters", "8", "--scheme", "avg"], "--clusters", "cart, hkmeans"),
-    (["--per-step-codebooks"], "--per-step-codebooks", "avg"),  # default scheme: cart
+    (["--shared-codebook"], "--shared-codebook", "avg"),  # default scheme: cart
     (["--scheme", "atomic", "--levels", "2"], "--levels", "cart, rq, hkmeans, random"),
     (["--scheme", "rq", "--branching", "4"], "--branching", "hkmeans"),
 ])

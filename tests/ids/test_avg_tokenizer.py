@@ -53,7 +53,7 @@ def test_registered_and_defaults_follow_the_paper():
     assert SCHEMES["avg"] is AvgScheme
     cfg = IndexConfig(scheme="avg")
     # the paper's 4 steps and shared codebook; its size follows the corpus (0 = the rule)
-    assert (cfg.voken_codebook_size, cfg.voken_length, cfg.shared_codebook) == (0, 4, True)
+    assert (cfg.voken_codebook_size, cfg.voken_length, cfg.shared_codebook) == (0, 4, False)
     with pytest.raises(ConfigError, match="align_weight"):
         IndexConfig(scheme="avg", align_weight=-1.0)
     with pytest.raises(ConfigError, match="voken_codebook_size"):
@@ -90,7 +90,7 @@ def test_index_ids_unique_and_round_trip(caption_corpus, tmp_path):
     assert index.level_names == ["rq1", "rq2", "rq3", "unique"]
     fit = index.stats["fit"]
     assert fit["text_source"] == "caption_embeddings.npy" and fit["text_dim"] == 16
-    assert 0 < fit["rqvae"]["codebook_used"] <= 16 and fit["shared_codebook"] is True
+    assert 0 < fit["rqvae"]["codebook_used"] <= 16 and fit["shared_codebook"] is False
     assert -1.0 <= fit["rqvae"]["align_cos"] <= 1.0
     np.testing.assert_array_equal(index.encode(np.asarray(caption_corpus.embeddings)),
                                   index.codes[:, :-1])
@@ -102,7 +102,7 @@ def test_index_ids_unique_and_round_trip(caption_corpus, tmp_path):
 
 def test_shared_and_per_step_codebooks():
     x, t, _, _ = _two_factor(200)
-    shared = AvgScheme(_config()).fit(x, text=t)
+    shared = AvgScheme(_config(shared_codebook=True)).fit(x, text=t)
     assert tuple(shared.rqvae_.codebooks.shape) == (1, 16, 8)
     vv = shared.voken_vectors()
     assert vv.shape == (3, 16, 8) and torch.equal(vv[0], vv[2])
@@ -241,10 +241,10 @@ def test_avg_end_to_end_through_the_cli(caption_corpus, tmp_path, capsys):
 
     idx, model = tmp_path / "idx", tmp_path / "model"
     assert main(["index", str(caption_corpus.path), str(idx), "--scheme", "avg", "--vokens", "3",
-                 "--voken-codebook-size", "16", "--per-step-codebooks", "--align-weight", "0.5",
+                 "--voken-codebook-size", "16", "--shared-codebook", "--align-weight", "0.5",
                  "--max-steps", "5", "--quiet", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["config"]["shared_codebook"] is False and out["config"]["voken_length"] == 3
+    assert out["config"]["shared_codebook"] is True and out["config"]["voken_length"] == 3
     assert out["config"]["align_weight"] == 0.5 and len(out["level_sizes"]) == 4
     assert main(["train", str(idx), str(model), "--method", "avg", "--epochs", "1",
                  "--batch-size", "32", "--vocab-size", "100", "--d-model", "32", "--heads", "2",

@@ -210,7 +210,7 @@ def avg_index(corpus_factory, tmp_path: Path):
     corpus = load_corpus(corpus_dir)
     config = IndexConfig(scheme="avg", voken_codebook_size=4, voken_length=2, latent_dim=8,
                          hidden_dims=[16], epochs=2, max_steps=10, batch_size=16,
-                         init_kmeans_rows=40)
+                         init_kmeans_rows=40, shared_codebook=True)  # the paper's
     return build_index(corpus, config, show_progress=False).save(tmp_path / "avg-index")
 
 

@@ -13,6 +13,8 @@ Rows (CART tables 4, 8, 9 and the GRACE-style identifier baselines):
 ``atomic``          one arbitrary token per item
 ``random``          random codes of the same length
 ``avg``             AVG: aligned voken identifiers, L_gen + L_dis (AVG table 3)
+``avg-shared``      AVG with one voken codebook shared by all steps, as in the paper
+                    (gcmr's default is one per step)
 ``avg-no-align``    AVG w/o cross-modal alignment (``align_weight = 0``)
 ``avg-no-voken-emb`` AVG w/o voken embedding (random init of the identifier embeddings)
 ``avg-no-dis``      AVG w/o the discriminative loss (``dis_weight = 0``)
@@ -109,6 +111,8 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
     RowSpec("random", "random identifiers (GRACE-style)", "generative",
             (("scheme", "random"),), ablation_of="cart"),
     RowSpec("avg", "AVG (full)", "generative", _AVG, _AVG_TRAIN),
+    RowSpec("avg-shared", "AVG, one codebook shared by all steps (the paper's)", "generative",
+            (("scheme", "avg"), ("shared_codebook", True)), _AVG_TRAIN),
     RowSpec("avg-no-align", "AVG w/o cross-modal alignment", "generative",
             (("align_weight", 0.0), ("scheme", "avg")), _AVG_TRAIN, ablation_of="avg"),
     RowSpec("avg-no-voken-emb", "AVG w/o voken embedding", "generative", _AVG,

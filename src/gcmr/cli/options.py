@@ -219,8 +219,9 @@ INDEX_OPTIONS: Table = option_table(
            "voken codebook entries N (default {default} = from the number of items: "
            "sqrt N as a power of two in [16, 1024], 64 for 5k items; AVG table 4 uses "
            "1024)", int),
-    Option("shared_codebook", "--per-step-codebooks",
-           "one codebook per quantization step instead of AVG's shared one"),
+    Option("shared_codebook", "--shared-codebook",
+           "one codebook shared by all quantization steps, as in the AVG paper (default: one "
+           "per step, measured better on the 5k world: see the README's AVG section)"),
     Option("align_weight", "--align-weight",
            "weight of the caption alignment loss (default {default}; 0 = 'w/o alignment')",
            float),

@@ -75,8 +75,9 @@ class TrainConfig(JsonConfig):
     dis_weight: float = 1.0
     # L_dis runs in the last dis_epochs epochs only: AVG trains it as a short second stage
     # after L_gen (5 epochs after 100); a value >= epochs applies it in every epoch. The
-    # beam search it needs makes an L_dis step ~4x an L_gen step on a CPU
-    dis_epochs: int = 1
+    # beam search it needs makes an L_dis step ~4x an L_gen step on a CPU. 2 of 4 epochs:
+    # val R@1 0.238 vs 0.192 for 1 on the 5k world (benchmarks/results/avg)
+    dis_epochs: int = 2
     voken_embedding_init: bool = True
     # "" = the from-scratch CART encoder-decoder; "t5:PATH_OR_NAME" = a pretrained T5
     # (transformers) with the identifier tokens added to its vocabulary (AVG table 6)
