@@ -332,3 +332,22 @@ def test_the_update_token_is_checked_at_start(tmp_path: Path) -> None:
     r = fake.get("/search", params={"like": "a"})
     assert r.status_code == 422 and "does not search by example" in r.json()["detail"]
     assert fake.get("/health").json()["features"] == {"example": False, "updates": False}
+
+
+def test_gcmr_serve_reads_the_token_from_a_file_or_the_environment(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    from gcmr.cli.serve import read_token
+    from gcmr.errors import GcmrError
+
+    path = tmp_path / "token.txt"
+    path.write_text(f"{TOKEN}\nsecond line ignored\n", encoding="utf-8")
+    assert read_token(path) == TOKEN
+    monkeypatch.setenv("GCMR_SERVE_TOKEN", "from-the-environment-0123")
+    assert read_token(None) == "from-the-environment-0123"
+    monkeypatch.delenv("GCMR_SERVE_TOKEN")
+    assert read_token(None) is None  # updates off
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(GcmrError, match="is empty"):
+        read_token(path)
+    with pytest.raises(GcmrError, match="cannot read"):
+        read_token(tmp_path / "missing.txt")
