@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gcmr.cli.index",
     "gcmr.cli.retrieval",
     "gcmr.cli.updates",
+    "gcmr.cli.compact",
     "gcmr.cli.media",
     "gcmr.cli.bench",
     "gcmr.cli.serve",

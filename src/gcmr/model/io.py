@@ -11,6 +11,10 @@ loading, used by the trainers that write them and the searchers that read them.
     model.safetensors  the selected weights (best validation epoch, or the last)
     train_log.jsonl    one line per epoch
     checkpoint/        the last epoch's model, optimizer and counters (for --resume)
+    item_codes.npy, item_codebook.safetensors
+                       optional compact item vectors of the hybrid rerank (manifest
+                       ``compact_vectors``, ``rerank.item_vectors = "compact"``;
+                       gcmr.search.compact)
 
 ``gcmr-dense`` v1 (dual-tower baseline): the same files, with ``tower_config`` instead of
 ``model_config``, ``search`` (the default dense backend), ``corpus`` {path, fingerprint,
@@ -52,6 +56,9 @@ FAISS_FILE = "faiss.index"
 # text-space rerank of a model with a pretrained query encoder (gcmr.search.rerank.CaptionVectors)
 CAPTION_VECTORS = "caption_vectors.npy"
 CAPTION_OFFSETS = "caption_offsets.npy"
+# compact item vectors of the hybrid rerank (gcmr compress-vectors; gcmr.search.compact)
+ITEM_CODES = "item_codes.npy"
+ITEM_CODEBOOK = "item_codebook.safetensors"
 
 
 def index_fingerprint(index: Any) -> str:
@@ -112,8 +119,9 @@ def weights_path(model_dir: str | Path, manifest: dict[str, Any], *,
 
     The one door both loaders go through before they read any file, so it also checks the
     directory: with ``verify``, every file whose sha256 the manifest records (weights,
-    tokenizer, faiss index, caption vectors; :func:`gcmr.artifacts.verify_checksums`, about
-    1 GB/s; models from before checksums have none), and it warns
+    tokenizer, faiss index, caption vectors, compact item vectors;
+    :func:`gcmr.artifacts.verify_checksums`, about 1 GB/s; models from before checksums
+    have none), and it warns
     (:class:`~gcmr.artifacts.ArtifactWarning`) when the manifest says training has not
     completed.
     """
@@ -205,7 +213,8 @@ def index_record(index: Any, index_path: str | Path) -> dict[str, Any]:
 def write_model_manifest(directory: str | Path, *, dense: bool,
                          extra_checksums: tuple[str, ...] = (), **fields: Any) -> dict:
     """Write the manifest of a generative (``dense=False``) or dense model directory, with
-    the sha256 of the weight, tokenizer, faiss and caption-vector files present now (the
+    the sha256 of the weight, tokenizer, faiss, caption-vector and compact item-vector files
+    present now (the
     trainers rewrite the manifest after each epoch's weights, so the record follows them),
     and of ``extra_checksums`` (relative paths, e.g. the files of a live update's
     ``additions/`` corpus)."""
@@ -213,5 +222,5 @@ def write_model_manifest(directory: str | Path, *, dense: bool,
     fields.setdefault("tokenizer", TOKENIZER)
     fields.setdefault("weights", WEIGHTS)
     files = (fields["weights"], fields["tokenizer"], FAISS_FILE, CAPTION_VECTORS,
-             CAPTION_OFFSETS, *extra_checksums)
+             CAPTION_OFFSETS, ITEM_CODES, ITEM_CODEBOOK, *extra_checksums)
     return write_manifest(directory, fmt=fmt, version=version, checksum_files=files, **fields)

@@ -14,7 +14,9 @@ of a few nats), so ``logprob_weight`` is chosen on the validation split at the e
 ranking of the query head (tested). ``mode = "none"`` is pure generation (the papers' tables).
 
 Item vectors are read from the corpus's memory-mapped ``embeddings.npy``, only the candidate
-rows of each batch (:class:`ItemVectors`), so resident memory does not grow with the corpus.
+rows of each batch (:class:`ItemVectors`), so resident memory does not grow with the corpus;
+or from a compact copy in the model directory (PQ codes or float16 rows,
+:class:`gcmr.search.compact.CompactItemVectors`, ``gcmr compress-vectors``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError, CorpusError
 
 RERANK_MODES = ("hybrid", "none")
-# what candidates are scored against: the corpus's media embeddings by the query head, or the
-# items' caption vectors by a pretrained query encoder's sentence vector (text space)
-ITEM_VECTOR_SOURCES = ("embeddings", "captions")
+# what candidates are scored against: the corpus's media embeddings by the query head, the
+# model directory's compact copy of them (PQ codes or float16 rows, gcmr.search.compact), or
+# the items' caption vectors by a pretrained query encoder's sentence vector (text space)
+ITEM_VECTOR_SOURCES = ("embeddings", "compact", "captions")
 # the fusion weights tried on the validation split (0 = cosine only)
 WEIGHT_GRID = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -56,7 +59,8 @@ class RerankConfig(JsonConfig):
     # takes R@1 0.7345 -> 0.767 and R@10 0.898 -> 0.957; depth 2 or 3 adds almost nothing
     expand_depth: int = 1
     max_candidates: int = 150
-    # embeddings: cosine of the query head's vector and the item's media embedding; captions:
+    # embeddings: cosine of the query head's vector and the item's media embedding; compact:
+    # the same against the model directory's compact vectors (gcmr compress-vectors); captions:
     # max cosine of a pretrained query encoder's sentence vector over the item's caption
     # vectors (CaptionVectors; for media embeddings not aligned with text). Chosen on the val
     # split at training time when the model has a pretrained encoder

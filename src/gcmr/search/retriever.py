@@ -20,6 +20,7 @@ from gcmr.errors import ArtifactError, ConfigError, GcmrError
 from gcmr.ids.trie import Trie
 from gcmr.search.base import check_search_args, item_descriptions, rows_to_ids
 from gcmr.search.beam import effective_beam
+from gcmr.search.compact import CompactItemVectors
 from gcmr.search.example import (
     EXAMPLE_WEIGHT,
     PrefixNeighbours,
@@ -40,12 +41,15 @@ from gcmr.search.rerank import (
 )
 from gcmr.search.updates import Additions, NewItems, UpdateResult
 
+# what a hybrid search scores its candidates with (each has ``query`` and ``cosines``)
+ItemScorer = ItemVectors | CompactItemVectors | CaptionVectors
+
 
 @torch.no_grad()
 def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int,
                       beam: int | None, device: torch.device | str = "cpu",
                       batch_size: int = 256, row_map: np.ndarray | None = None,
-                      item_vectors: ItemVectors | CaptionVectors | None = None,
+                      item_vectors: ItemScorer | None = None,
                       expander: PrefixExpander | None = None, max_candidates: int = 100
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Constrained beam search for a list of texts in batches: the ``k`` best identifiers of
@@ -98,7 +102,7 @@ def search_candidates(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: 
 def search_rows(model, tokenizer, trie: Trie, texts: Sequence[str], *, k: int, beam: int | None,
                 device: torch.device | str = "cpu", batch_size: int = 256,
                 row_map: np.ndarray | None = None,
-                item_vectors: ItemVectors | CaptionVectors | None = None,
+                item_vectors: ItemScorer | None = None,
                 logprob_weight: float = 0.0, expander: PrefixExpander | None = None,
                 max_candidates: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Ranked ``(scores float32 [Q, k], rows int64 [Q, k])``, -inf / -1 padding.
@@ -126,7 +130,7 @@ class Retriever:
     a model with a query-vector head the item vectors its hybrid search reranks with."""
 
     def __init__(self, model, tokenizer, index, manifest: dict[str, Any], *, path: Path,
-                 device: torch.device, item_vectors: ItemVectors | CaptionVectors | None = None,
+                 device: torch.device, item_vectors: ItemScorer | None = None,
                  rerank: RerankConfig | None = None,
                  corpus_path: str | Path | None = None,
                  additions: Additions | None = None) -> None:
@@ -164,8 +168,9 @@ class Retriever:
 
         A model trained with a query-vector head searches in hybrid mode by default, with the
         fusion weight saved at training time; it memory-maps the corpus's embeddings
-        (``corpus_path``, default the manifest's) to score candidates. ``rerank="none"`` is
-        pure generation and needs no corpus.
+        (``corpus_path``, default the manifest's) to score candidates, or the compact item
+        vectors of the model directory when the manifest says so (``gcmr compress-vectors``;
+        no corpus needed). ``rerank="none"`` is pure generation and needs no corpus.
         """
         from gcmr.ids import load_index
         from gcmr.model.io import index_fingerprint, load_generative, read_generative_manifest
@@ -191,17 +196,22 @@ class Retriever:
         has_head = bool(getattr(model, "has_query_head", False))
         saved.setdefault("mode", "hybrid" if has_head else "none")
         config = RerankConfig.from_dict(saved, where=f"{model_dir}: rerank")
-        item_vectors: ItemVectors | CaptionVectors | None = None
+        item_vectors: ItemScorer | None = None
         if config.mode == "hybrid" and config.item_vectors == "captions":
             if not model.config.pretrained:
                 raise ArtifactError(f"{model_dir}: rerank item_vectors = captions needs a "
                                     f"pretrained query encoder, this model has none")
             item_vectors = CaptionVectors.open(model_dir, index.num_items)
+        elif config.mode == "hybrid" and not has_head:
+            raise ConfigError(f"{model_dir}: hybrid search needs a model trained with a "
+                              f"query-vector head (gcmr train --dense-weight > 0); use "
+                              f"--rerank none")
+        elif config.mode == "hybrid" and config.item_vectors == "compact":
+            from gcmr.search.compact import open_compact
+
+            item_vectors = open_compact(model_dir, manifest, num_rows=index.num_items,
+                                        dim=model.config.query_dim)
         elif config.mode == "hybrid":
-            if not has_head:
-                raise ConfigError(f"{model_dir}: hybrid search needs a model trained with a "
-                                  f"query-vector head (gcmr train --dense-weight > 0); use "
-                                  f"--rerank none")
             corpus = Path(corpus_path or manifest["corpus"]["path"])
             items = open_item_embeddings(corpus)
             expected = (index.num_items - len(additions), model.config.query_dim)

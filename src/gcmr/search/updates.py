@@ -14,8 +14,9 @@ Where an updated model keeps its state (the original corpus and index are never 
       manifest.json        as written by training, plus ``updates``: {"version": n,
                            "index": "index", "additions": "additions" | null,
                            "additions_fingerprint", "base_index": the training index's record,
-                           "log": [{"version", "op": add | delete | finetune, "count", "ids"
-                           (at most 100), "at", "seconds", ...}]}; ``index`` then describes
+                           "log": [{"version", "op": add | delete | finetune | compress
+                           (gcmr compress-vectors), "count", "ids" (at most 100), "at",
+                           "seconds", ...}]}; ``index`` then describes
                            MODEL/index, and ``model_config.level_sizes`` the grown unique level
       index/               the current identifier index (a gcmr-index directory: every row,
                            ``deleted.npy``); its ``corpus_fingerprint`` combines the base
@@ -23,6 +24,8 @@ Where an updated model keeps its state (the original corpus and index are never 
       additions/           a corpus v1 directory of every added item (rows N.. of the index,
                            after the N rows of the training corpus); deleted items stay in it
       caption_vectors.npy  extended with the added items' captions (pretrained encoders)
+      item_codes.npy       compact item vectors (gcmr.search.compact), when the model keeps
+                           them: extended with the added items' codes (same codebook)
       model.safetensors    the unique level's rows grown when a counter passed its size
 
 Row ``r < N`` is row ``r`` of the training corpus (whose fingerprint the model still checks,
@@ -326,6 +329,7 @@ class _State:
     caption_parts: tuple[Any, np.ndarray] | None  # (vectors, offsets) when the model has them
     manifest: dict[str, Any]
     model_changed: bool = False  # weights to write (grown or fine-tuned)
+    compact: Any = None  # CompactItemVectors to write (items were added to them)
 
 
 def base_rows(retriever: Any) -> int:
@@ -338,6 +342,9 @@ def item_dim(retriever: Any) -> int:
     vectors = getattr(retriever.item_vectors, "items", None)
     if vectors is not None:
         return int(vectors.shape[1])
+    compact = getattr(retriever.item_vectors, "dim", None)  # CompactItemVectors
+    if compact is not None:
+        return int(compact)
     if len(retriever.additions):
         return int(retriever.additions.parts[0].shape[1])
     path = Path(retriever.corpus_path) / "embeddings.npy"
@@ -378,16 +385,24 @@ def add_to(retriever: Any, items: NewItems, *, save: bool = True,
         model = grow_model(retriever.model, new_index.level_sizes) if grown else retriever.model
         additions = retriever.additions.plus(items)
         item_vectors = retriever.item_vectors
+        from gcmr.search.compact import CompactItemVectors
         from gcmr.search.rerank import CaptionVectors, ItemVectors, StackedRows
 
-        base_parts = _base_parts(retriever)
         if isinstance(item_vectors, ItemVectors):
-            item_vectors = ItemVectors(StackedRows(base_parts + additions.parts))
+            item_vectors = ItemVectors(StackedRows(_base_parts(retriever) + additions.parts))
+        # compact item vectors the model keeps (in use, or recorded while this retriever
+        # searches otherwise): the new items encoded with the same codebook
+        compact = _compact_vectors(retriever)
+        if compact is not None:
+            compact = compact.plus(items.embeddings)
+            if isinstance(item_vectors, CompactItemVectors):
+                item_vectors = compact
         caption_parts = _extended_captions(retriever, model, items)
         if isinstance(item_vectors, CaptionVectors) and caption_parts is not None:
             item_vectors = CaptionVectors(*caption_parts)
         manifest = _next_manifest(retriever.manifest, new_index, model)
-        state = _State(new_index, model, item_vectors, additions, caption_parts, manifest)
+        state = _State(new_index, model, item_vectors, additions, caption_parts, manifest,
+                       compact=compact)
         result = UpdateResult("add", update_version(manifest), list(items.ids), rows,
                               new_index.num_items, new_index.num_live,
                               list(new_index.level_sizes), grown=grown,
@@ -477,6 +492,20 @@ def _next_manifest(manifest: dict[str, Any], index: Any, model: Any) -> dict[str
                     "fingerprint": index_fingerprint(index)}
     out["model_config"] = model.config.to_dict()
     return out
+
+
+def _compact_vectors(retriever: Any) -> Any:
+    """The compact item vectors of the retriever's model (:mod:`gcmr.search.compact`): the
+    ones it searches with, else the ones its manifest records (opened from its directory),
+    else None."""
+    from gcmr.search.compact import COMPACT_FIELD, CompactItemVectors, open_compact
+
+    if isinstance(retriever.item_vectors, CompactItemVectors):
+        return retriever.item_vectors
+    if retriever.manifest.get(COMPACT_FIELD) is None:
+        return None
+    return open_compact(retriever.path, retriever.manifest, num_rows=retriever.index.num_items,
+                        dim=int(retriever.model.config.query_dim))
 
 
 def _base_parts(retriever: Any) -> list[Any]:
@@ -588,6 +617,7 @@ def write_update(retriever: Any, state: _State, *, model_changed: bool) -> None:
     from gcmr.model.io import (
         CAPTION_OFFSETS,
         CAPTION_VECTORS,
+        ITEM_CODES,
         WEIGHTS,
         read_generative_manifest,
         save_weights,
@@ -600,6 +630,8 @@ def write_update(retriever: Any, state: _State, *, model_changed: bool) -> None:
         fresh.add(state.manifest.get("weights", WEIGHTS))
     if state.caption_parts is not None:
         fresh |= {CAPTION_VECTORS, CAPTION_OFFSETS}
+    if state.compact is not None:
+        fresh.add(ITEM_CODES)
     with update_lock(model_dir):
         on_disk = update_version(read_generative_manifest(model_dir))
         if on_disk != update_version(retriever.manifest):
@@ -644,6 +676,12 @@ def write_update(retriever: Any, state: _State, *, model_changed: bool) -> None:
                 save_weights(tmp / manifest.get("weights", WEIGHTS), state.model.state_dict())
             if state.caption_parts is not None:
                 _write_caption_vectors(tmp, *state.caption_parts)
+            if state.compact is not None:
+                from gcmr.search.compact import COMPACT_FIELD, write_codes
+
+                write_codes(tmp / ITEM_CODES, state.compact.codes)
+                manifest[COMPACT_FIELD] = {**manifest[COMPACT_FIELD],
+                                           "rows": len(state.compact)}
             fields = {k: v for k, v in manifest.items()
                       if k not in ("format", "version", "library_versions", "sha256")}
             written = write_model_manifest(tmp, dense=False, extra_checksums=ADDITION_FILES,
@@ -675,7 +713,16 @@ def _write_caption_vectors(tmp: Path, vectors: Any, offsets: np.ndarray) -> None
 
 
 def _base_dtype(retriever: Any) -> Any:
-    parts = _base_parts(retriever)
+    """The dtype the additions are stored in: the training corpus's (float32 when a model
+    that scores compact item vectors is used without its corpus)."""
+    from gcmr.search.compact import CompactItemVectors
+
+    try:
+        parts = _base_parts(retriever)
+    except CorpusError:
+        if not isinstance(retriever.item_vectors, CompactItemVectors):
+            raise
+        return np.float32
     dtype = np.dtype(parts[0].dtype)
     return dtype if dtype in (np.dtype("float16"), np.dtype("float32")) else np.float32
 
