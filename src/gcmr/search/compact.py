@@ -38,7 +38,6 @@ updates (:func:`gcmr.search.updates.add_to`) encode added items with the same co
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,7 +473,7 @@ def compress_item_vectors(model_dir: str | Path, config: CompactConfig | None, *
         ADDITION_FILES,
         UPDATES,
         Additions,
-        _link_or_copy,
+        link_tree,
         update_lock,
         update_version,
     )
@@ -506,14 +505,7 @@ def compress_item_vectors(model_dir: str | Path, config: CompactConfig | None, *
             items = StackedRows([base, *additions.parts]) if len(additions) else base
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         with atomic_dir(model_dir, overwrite=True) as tmp:
-            skip = {MANIFEST, ITEM_CODES, ITEM_CODEBOOK}
-            for entry in model_dir.iterdir():
-                if entry.name in skip or entry.name.startswith(".") and entry.is_file():
-                    continue
-                if entry.is_dir():
-                    shutil.copytree(entry, tmp / entry.name, copy_function=_link_or_copy)
-                else:
-                    _link_or_copy(entry, tmp / entry.name)
+            link_tree(model_dir, tmp, skip={MANIFEST, ITEM_CODES, ITEM_CODEBOOK})
             if config is not None:
                 record = write_compact(tmp, items, config,
                                        corpus_fingerprint=manifest["corpus"]["fingerprint"],

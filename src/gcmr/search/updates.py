@@ -605,6 +605,18 @@ def update_lock(model_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def link_tree(src: Path, dst: Path, *, skip: set[str]) -> None:
+    """Fill the next version ``dst`` of a model directory with ``src``'s entries (hard links
+    where possible), except the names in ``skip`` (rewritten by the caller) and hidden files."""
+    for entry in src.iterdir():
+        if entry.name in skip or entry.name.startswith(".") and entry.is_file():
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, dst / entry.name, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dst / entry.name)
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -639,13 +651,7 @@ def write_update(retriever: Any, state: _State, *, model_changed: bool) -> None:
                                 f"{on_disk}, loaded {update_version(retriever.manifest)}); "
                                 f"reload it and apply the update again")
         with atomic_dir(model_dir, overwrite=True) as tmp:
-            for entry in model_dir.iterdir():
-                if entry.name in fresh or entry.name.startswith(".") and entry.is_file():
-                    continue
-                if entry.is_dir():
-                    shutil.copytree(entry, tmp / entry.name, copy_function=_link_or_copy)
-                else:
-                    _link_or_copy(entry, tmp / entry.name)
+            link_tree(model_dir, tmp, skip=fresh)
             manifest = dict(state.manifest)
             info = manifest[UPDATES]
             # the index and the additions are artifacts of their own, written atomically in a
