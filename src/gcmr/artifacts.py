@@ -76,6 +76,25 @@ def _loaded_module(name: str) -> Any:
 # ----------------------------------------------------------------------------- atomic directories
 
 
+def read_npy(path: Path, *, where: str | None = None, missing: str = "no such file",
+             error: type[Exception] | None = None) -> Any:
+    """A user-given ``.npy`` array, never unpickled: ``error`` (default
+    :class:`~gcmr.errors.GcmrError`) naming ``where`` (default the path) when the file is
+    missing (``missing`` says how) or numpy cannot read it."""
+    import numpy as np
+
+    from gcmr.errors import GcmrError
+
+    error = error or GcmrError
+    where = where or str(path)
+    if not path.is_file():
+        raise error(f"{where}: {missing}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
+        raise error(f"{where}: not a readable .npy array ({exc})") from exc
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; on success it is swapped in as ``final``.

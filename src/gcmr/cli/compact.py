@@ -7,17 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gcmr.cli.common import positive_int, print_table
-
-
-def nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+from gcmr.cli.common import nonneg_int, positive_int, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -219,14 +219,9 @@ def _read_queries(args: argparse.Namespace, *, example: bool = False) -> list[st
 
 def _read_vectors(path: Path):
     """The ``--vector`` file: a float array [D] or [Q, D] in .npy format."""
-    import numpy as np
+    from gcmr.artifacts import read_npy
 
-    if not path.is_file():
-        raise GcmrError(f"--vector {path}: no such file")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
-        raise GcmrError(f"--vector {path}: not a readable .npy array ({exc})") from None
+    arr = read_npy(path, where=f"--vector {path}")
     if arr.dtype.kind not in "fiu" or arr.ndim not in (1, 2):
         raise GcmrError(f"--vector {path}: expected a float array [D] or [Q, D], got "
                         f"{arr.dtype} of shape {list(arr.shape)}")

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcmr.artifacts import MANIFEST, atomic_dir
+from gcmr.artifacts import MANIFEST, atomic_dir, read_npy
 from gcmr.errors import ArtifactError, ConfigError, CorpusError, GcmrError
 
 UPDATES = "updates"  # manifest field
@@ -123,13 +123,9 @@ class NewItems:
             raise UpdateError(f"{source}: pass the items JSONL file, not the embeddings")
         ids, captions, sources = read_items(source)
         emb_path = Path(embeddings) if embeddings is not None else source.with_suffix(".npy")
-        if not emb_path.is_file():
-            raise UpdateError(f"{emb_path}: missing embeddings for {source} (pass them with "
-                              f"--embeddings FILE.npy: one row per line of {source.name})")
-        try:
-            arr = np.load(emb_path, allow_pickle=False)
-        except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
-            raise UpdateError(f"{emb_path}: not a readable .npy array ({exc})") from exc
+        arr = read_npy(emb_path, error=UpdateError,
+                       missing=f"missing embeddings for {source} (pass them with "
+                               f"--embeddings FILE.npy: one row per line of {source.name})")
         if arr.ndim != 2 or len(arr) != len(ids):
             raise UpdateError(f"{emb_path}: expected [{len(ids)}, D] (one row per line of "
                               f"{source}), got shape {list(arr.shape)}")
