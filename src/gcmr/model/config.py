@@ -59,6 +59,9 @@ class EncoderConfig(JsonConfig):
                 "max_length": self.max_query_length}
 
 
+CODE_VECTORS = ("none", "add", "steer")
+
+
 @dataclass
 class ModelConfig(EncoderConfig):
     """Shape of the encoder-decoder retriever (CART section 3.4): the query encoder's fields
@@ -79,9 +82,25 @@ class ModelConfig(EncoderConfig):
     # hf_config) in place of the from-scratch one; its last encoder_layers hidden layers are
     # the decoder's memories. {} = the from-scratch encoder (CART)
     pretrained: dict = field(default_factory=dict)
+    # code vectors (gcmr.train.code_vectors): every code gets an item-space vector, fitted by
+    # least squares so that an item's codes sum to its embedding, and the query vector's
+    # score scale * <q, e_c> is added to the code's logit, so a sequence's score includes
+    # <q, x_hat>: generation ranks like the query head. none = the papers' decoder; add = on
+    # top of the decoder's free output layer (vectors trained too); steer = the vectors
+    # (frozen) are the only code scores, the decoder's state h moving the query vector per
+    # prefix: logit = scale * <q + W h, e_c>, W zero at init (the free output rows fit the
+    # training texts and hurt test queries: 5k world, pure generation R@1 0.537 vs 0.470).
+    # Needs query_dim; meant for additive identifiers (gcmr index --fine-quantizer kmeans)
+    code_vectors: str = field(default="none", metadata={"choices": CODE_VECTORS})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.code_vectors not in CODE_VECTORS:
+            raise ConfigError(f"code_vectors must be one of {list(CODE_VECTORS)}, got "
+                              f"{self.code_vectors!r}")
+        if self.code_vectors != "none" and not self.query_dim:
+            raise ConfigError("code_vectors needs the query-vector head (query_dim > 0, "
+                              "i.e. training with --dense-weight > 0)")
         if not isinstance(self.pretrained, dict):
             raise ConfigError(f"pretrained must be an object, got {type(self.pretrained).__name__}")
         if self.pretrained:

@@ -46,10 +46,25 @@ class IdentifierDecoder:
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def level_bias(self, enc: Any, level: int) -> torch.Tensor | None:
+        """Per-query scores [B, level_sizes[level]] added to every position's logits of
+        ``level`` (the code vectors of :class:`~gcmr.model.GenerativeRetrievalModel`); None
+        for backbones without them."""
+        return None
+
     # shared
-    def level_log_probs(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
-        """Log-softmax over the codes of ``level`` (CART eq. 6 factor of that step)."""
-        return torch.log_softmax(self.level_logits(hidden, level).float(), dim=-1)
+    def biased_logits(self, hidden: torch.Tensor, level: int, enc: Any = None) -> torch.Tensor:
+        """``level_logits`` of hidden states [B, ..., d] plus the query's ``level_bias``."""
+        logits = self.level_logits(hidden, level)
+        bias = self.level_bias(enc, level)
+        if bias is None:
+            return logits
+        return logits + bias.view(bias.shape[0], *[1] * (logits.dim() - 2), bias.shape[1])
+
+    def level_log_probs(self, hidden: torch.Tensor, level: int, enc: Any = None) -> torch.Tensor:
+        """Log-softmax over the codes of ``level`` (CART eq. 6 factor of that step); ``enc``
+        (the queries' encoder output) adds the code vectors' scores where the model has them."""
+        return torch.log_softmax(self.biased_logits(hidden, level, enc).float(), dim=-1)
 
     def decode_logits(self, enc: Any, codes: torch.Tensor) -> torch.Tensor:
         """Teacher forcing on encoded queries: ``codes`` [B, L] or [B, K, L] (K candidate
@@ -71,8 +86,8 @@ class IdentifierDecoder:
         vmax = max(self.level_sizes)
         logits = hidden.new_full((b, k, n, vmax), float("-inf"))
         for level in range(n):
-            logits[:, :, level, :self.level_sizes[level]] = self.level_logits(
-                hidden[:, :, level], level)
+            logits[:, :, level, :self.level_sizes[level]] = self.biased_logits(
+                hidden[:, :, level], level, enc)
         return logits[:, 0] if squeeze else logits
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

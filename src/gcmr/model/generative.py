@@ -53,6 +53,9 @@ class EncoderOutput:
     memory: list
     # a pretrained encoder's sentence vectors [B, h] (text-space rerank); None from scratch
     text: torch.Tensor | None = None
+    # code vectors (ModelConfig.code_vectors): scale * <query vector, code vector> of every
+    # code [B, sum(level_sizes)], added to the decoder's logits at every step
+    code_bias: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -108,7 +111,9 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
             DecoderLayer(d, h, f, p, fusion=config.fusion, num_memories=config.encoder_layers)
             for _ in range(config.decoder_layers))
         self.final_norm = nn.LayerNorm(d)
-        self.output = None if config.tie_output_embeddings else nn.Linear(d, sum(sizes), bias=False)
+        steer = config.code_vectors == "steer"
+        self.output = (None if config.tie_output_embeddings or steer
+                       else nn.Linear(d, sum(sizes), bias=False))
         self.output_bias = nn.Parameter(torch.zeros(sum(sizes)))
         self.drop = nn.Dropout(p)
         offsets = [0]
@@ -122,6 +127,17 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         # registered last, so a model without it initializes exactly as before it existed
         self.query_head = (QueryVectorHead(d, config.query_dim, pooling=config.query_pooling)
                            if config.query_dim else None)
+        # item-space vector of every code (zeros until fitted: gcmr.train.code_vectors) and
+        # the log of their score scale (CLIP's initial 1 / 0.07); plain parameters, so the
+        # Xavier init leaves them alone
+        if config.code_vectors != "none":
+            self.code_vectors = nn.Parameter(torch.zeros(sum(sizes), config.query_dim),
+                                             requires_grad=not steer)
+            self.code_log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        else:
+            self.code_vectors = None
+        # code_vectors = steer: the decoder's state moves the query vector (zero at init)
+        self.steer = nn.Linear(d, config.query_dim, bias=False) if steer else None
         register_legacy_keys(self, self.LEGACY_KEYS)
         self.reset_parameters()
 
@@ -131,6 +147,8 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         private generator seeded with ``config.seed`` (:func:`xavier_init_`)."""
         xavier_init_(self, self.config.seed)
         self.output_bias.zero_()
+        if self.steer is not None:
+            self.steer.weight.zero_()
         if self.query_head is not None:
             self.query_head.reset_temperature()
 
@@ -171,7 +189,11 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         else:
             layers, mask = self.query_encoder(input_ids, attention_mask)
         memory = [layer.fusion.memory(layers) for layer in self.decoder]
-        return EncoderOutput(layers, mask, memory, text)
+        enc = EncoderOutput(layers, mask, memory, text)
+        if self.code_vectors is not None:
+            enc.code_bias = (self.code_log_scale.exp()
+                             * self.query_vectors(enc) @ self.code_vectors.t())
+        return enc
 
     def text_vectors(self, enc: EncoderOutput) -> torch.Tensor:
         """The pretrained encoder's L2-normalized sentence vectors [B, h] (scored against the
@@ -213,8 +235,19 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
             x, _ = layer(x, enc.memory[i], enc.mask)
         return self.final_norm(x)
 
+    def level_bias(self, enc: EncoderOutput | None, level: int) -> torch.Tensor | None:
+        """The code vectors' scores [B, level_sizes[level]] of ``level``, or None."""
+        if enc is None or enc.code_bias is None:
+            return None
+        start = self.offsets[level]
+        return enc.code_bias[:, start:start + self.config.level_sizes[level]]
+
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """Logits [..., level_sizes[level]] of the codes of ``level``."""
         start, size = self.offsets[level], self.config.level_sizes[level]
+        if self.steer is not None:  # scale * <W h, e_c>; <q, e_c> comes from level_bias
+            return (self.code_log_scale.exp()
+                    * F.linear(self.steer(hidden), self.code_vectors[start:start + size])
+                    + self.output_bias[start:start + size])
         weight = self.code_embedding.weight[1:] if self.output is None else self.output.weight
         return F.linear(hidden, weight[start:start + size], self.output_bias[start:start + size])

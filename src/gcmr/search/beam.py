@@ -94,7 +94,7 @@ def constrained_beam_search(model: GenerativeRetrievalModel, input_ids: torch.Te
     for level in range(num_levels):
         m = nodes.shape[1]
         hidden, cache = model.decode_step(enc, tokens, cache)
-        logp = model.level_log_probs(hidden, level).view(b * m, -1)
+        logp = model.level_log_probs(hidden, level, enc).view(b * m, -1)
         allowed, targets, valid = (t.to(device) for t in trie.allowed(
             level, nodes.view(-1).to(trie_device)))  # [B*M, deg]; no-ops when on one device
         deg = allowed.shape[1]

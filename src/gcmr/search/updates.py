@@ -573,6 +573,8 @@ def grow_model(model: Any, level_sizes: list[int]) -> Any:
     state["output_bias"] = grown(state["output_bias"], total - 1)
     if "output.weight" in state:
         state["output.weight"] = grown(state["output.weight"], total - 1)
+    if "code_vectors" in state:  # ModelConfig.code_vectors: one item-space vector per code
+        state["code_vectors"] = grown(state["code_vectors"], total - 1)
     new = GenerativeRetrievalModel(model.config.replace(level_sizes=list(level_sizes)))
     new.load_state_dict(state)
     device = next(model.parameters()).device

@@ -87,6 +87,7 @@ def train(
             options = dict(model_options or {})
             if config.resolved_dense_weight > 0:
                 options.setdefault("query_dim", corpus.dim)
+                options.setdefault("code_vectors", default_code_vectors(index))
             tokenizer, model = _new_model(config, index, texts, options)
             tokenizer = shared_tokenizer(tokenizer, work / TOKENIZER)
         model = model.to(device)
@@ -99,6 +100,10 @@ def train(
             from gcmr.train.avg import init_voken_embeddings
 
             init_voken_embeddings(model, index, enabled=config.voken_embedding_init)
+        if not run.resume:
+            from gcmr.train.code_vectors import init_code_vectors
+
+            init_code_vectors(model, index, corpus, seed=config.seed)
         optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr,
                                       weight_decay=config.weight_decay)
         state = resume_state(work, model, optimizer) if run.resume else new_state()
@@ -274,6 +279,16 @@ def _rescored(model: Any, tokenizer: Any, texts: list[str], rows: Any, vectors: 
         stop = start + ids.shape[0]
         out[start:stop] = vectors.cosines(vectors.query(model, enc), rows[start:stop])
     return out
+
+
+def default_code_vectors(index: Any) -> str:
+    """``ModelConfig.code_vectors`` when not given, for a model with a query head: steer for
+    additive identifiers (CART with ``fine_quantizer = kmeans``: an item's codes then sum to
+    a reconstruction of it), none otherwise (on CART's RQ-VAE identifiers code vectors
+    lowered pure generation, R@1 0.165 vs 0.2325 on the 5k world)."""
+    cfg = index.config
+    additive = cfg.scheme == "cart" and getattr(cfg, "fine_quantizer", "rqvae") == "kmeans"
+    return "steer" if additive else "none"
 
 
 def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict[str, Any]):
