@@ -66,7 +66,7 @@ def test_fit_is_deterministic(small_corpus, fast_config):
 
 
 def test_cart_decode_inverts_encode_where_it_can(small_corpus, fast_config):
-    scheme = CartScheme(fast_config()).fit(small_corpus.embeddings)
+    scheme = CartScheme(fast_config(fine_quantizer="rqvae")).fit(small_corpus.embeddings)
     # coarse level: a centroid encodes to its own cluster
     coarse = scheme.encode(scheme.centroids_.numpy())[:, 0]
     assert coarse.tolist() == list(range(len(scheme.centroids_)))

@@ -23,7 +23,7 @@ from gcmr.errors import ConfigError
 @dataclass
 class ItemsView:
     """The minimal corpus an identifier scheme needs (``build_index`` duck type):
-    ``embeddings`` [N, D], ``ids``, ``path``, ``fingerprint``."""
+    ``embeddings`` [N, D], ``ids``, ``path``, ``fingerprint``, empty ``captions``."""
 
     embeddings: Any
     path: Path
@@ -37,6 +37,11 @@ class ItemsView:
 
     def __len__(self) -> int:
         return len(self.embeddings)
+
+    @property
+    def captions(self) -> list[list[str]]:
+        """None: the scale suite's items have embeddings only (no text projection)."""
+        return [[]] * len(self.embeddings)
 
     @property
     def dim(self) -> int:

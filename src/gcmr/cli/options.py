@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gcmr.cli.common import nonneg_float, positive_int
+from gcmr.cli.common import nonneg_float, nonneg_int, positive_int
 from gcmr.ids.config import IndexConfig
 from gcmr.model.config import DenseTowerConfig, EncoderConfig, ModelConfig
 from gcmr.train.config import TrainConfig
@@ -111,6 +111,14 @@ MODEL_OPTIONS: Table = option_table(
     Option("dropout", "--dropout", "dropout", nonneg_float),
     Option("fusion", "--fusion", "decoder fusion: cart (coarse + fine, CART eqs. 2-5) or none "
            "(plain cross-attention to the last encoder layer; the 'w/o fusion' ablation)"),
+    Option("code_vectors", "--code-vectors",
+           "item-space code vectors (least squares: an item's codes sum to its embedding) "
+           "whose dot product with the query vector scores every code, so pure generation "
+           "ranks like the query head: steer (the vectors are the code scores, the decoder "
+           "moves the query vector per prefix), add (added to the decoder's own output "
+           "layer) or none (the papers' decoder). Needs the query head; default steer for "
+           "additive identifiers (gcmr index --fine-quantizer kmeans) with a query head, "
+           "else none", show_default=False),
 )
 _ENCODER_FIELDS = frozenset(f.name for f in dataclasses.fields(EncoderConfig))
 # the dense query tower: the encoder's flags (EncoderConfig's fields), then its own
@@ -225,6 +233,17 @@ INDEX_OPTIONS: Table = option_table(
     Option("align_weight", "--align-weight",
            "weight of the caption alignment loss (default {default}; 0 = 'w/o alignment')",
            float),
+    Option("text_rank", "--text-rank",
+           "fit and encode the identifiers on the N directions of the embeddings that the "
+           "items' caption text predicts best (TF-IDF + reduced-rank ridge regression), so "
+           "they are predictable from text; needs --fit-view embeddings; 0 = off, CART as "
+           "published (default: 64 when at least half of the items have captions, else 0)",
+           nonneg_int, metavar="N", show_default=False),
+    Option("fine_quantizer", "--fine-quantizer",
+           "what makes the fine tokens: rqvae (an RQ-VAE on the residual to the centroid, "
+           "CART) or kmeans (greedy residual k-means with the K-Means options: additive "
+           "codes, centroid + one codeword per level, which code vectors need; no RQ-VAE "
+           "is trained)"),
     Option("fit_view", "--fit-view",
            "what the identifiers are fitted on: embeddings (the media embeddings, CART), "
            "captions (each item's caption text vector: identifiers text can predict) or joint "

@@ -56,6 +56,7 @@ from gcmr.ids.schemes import (
     _check_matrix,
     _train_options,
     adapt_size,
+    corpus_captions,
     fit_rows,
     iter_chunks,
     progress_task,
@@ -195,7 +196,7 @@ def item_text_vectors(corpus: Any, rows: np.ndarray, *, text_encoder: str = "min
         source = {"text_source": CAPTION_EMBEDDINGS, "text_dim": int(vec.shape[1]),
                   "text_encoder": corpus.meta.extra.get("caption_embedding_model", "unknown")}
         return (*_unit_rows(vec, f"{corpus.path / CAPTION_EMBEDDINGS}"), source)
-    captions = _captions_of(corpus)
+    captions = corpus_captions(corpus)
     from gcmr.encoders import load_text_encoder
 
     encoder = load_text_encoder(text_encoder)
@@ -227,18 +228,6 @@ def _unit_rows(vec: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     norm = np.linalg.norm(vec, axis=1, keepdims=True)
     mask = norm[:, 0] > 1e-12
     return (vec / np.where(norm > 1e-12, norm, 1.0)).astype(np.float32), mask
-
-
-def _captions_of(corpus: Any) -> list[list[str]]:
-    try:
-        return corpus.captions
-    except CorpusError:  # loaded with load_captions=False (as `gcmr index` does): read them now
-        from gcmr.corpus import load_corpus
-
-        full = load_corpus(corpus.path, load_captions=True, check_finite=False)
-        if full.fingerprint != corpus.fingerprint:
-            raise CorpusError(f"{corpus.path}: the corpus changed while indexing") from None
-        return full.captions
 
 
 # ----------------------------------------------------------------------------- the scheme

@@ -252,7 +252,10 @@ class SemanticIndex:
             verify_checksums(path, manifest)
         where = path / "manifest.json"
         try:
-            config = IndexConfig.from_dict(manifest["config"], where=f"{where}: config")
+            from gcmr.ids.config import LEGACY_FIELDS
+
+            config = IndexConfig.from_dict({**LEGACY_FIELDS, **manifest["config"]},
+                                           where=f"{where}: config")
             level_sizes = [int(v) for v in manifest["level_sizes"]]
             num_items = int(manifest["num_items"])
             length = int(manifest["length"])

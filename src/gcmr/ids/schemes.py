@@ -8,6 +8,8 @@ makes identifiers distinct is not part of a scheme: :mod:`gcmr.ids.index` append
 Schemes (CART section 3.2 and its ablations):
 
 - ``cart``    coarse K-Means token + ``M`` RQ-VAE tokens on the residual to the centroid
+  (``fine_quantizer = kmeans``: greedy residual k-means instead, additive codes;
+  ``text_rank = r``: all of it on a text-predictable projection ``x @ V`` of the embeddings)
 - ``rq``      ``M + 1`` RQ-VAE tokens on the raw embedding ("w/o K-Means")
 - ``hkmeans`` hierarchical K-Means path of ``M + 1`` tokens, NCI/GRACE style ("w/o RQ-VAE")
 - ``atomic``  no semantic token: the identifier is the unique counter alone (one token per item)
@@ -21,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from gcmr.errors import ArtifactError, ConfigError, GcmrError
+from gcmr.errors import ArtifactError, ConfigError, CorpusError, GcmrError
 from gcmr.ids.config import IndexConfig
 from gcmr.ids.kmeans import assign, kmeans, minibatch_kmeans
 from gcmr.ids.rqvae import RQVAE, TrainOptions, train_rqvae
@@ -196,6 +199,142 @@ def _fit_rqvae(config: IndexConfig, *, dim: int, num_levels: int, codebook_size:
     return model, info
 
 
+def corpus_captions(corpus: Any) -> list[list[str]]:
+    """The captions of every corpus item; a corpus loaded with ``load_captions=False`` (as
+    ``gcmr index`` loads it) has them read now, and must not have changed meanwhile."""
+    try:
+        return corpus.captions
+    except CorpusError:
+        from gcmr.corpus import load_corpus
+
+        full = load_corpus(corpus.path, load_captions=True, check_finite=False)
+        if full.fingerprint != getattr(corpus, "fingerprint", full.fingerprint):
+            raise CorpusError(f"{corpus.path}: the corpus changed while indexing") from None
+        return full.captions
+
+
+def reduced_rank_ridge(t: np.ndarray, x: Any, rank: int, *, chunk: int = 16384
+                       ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Reduced-rank ridge regression of ``x`` [n, D] on text features ``t`` [n, s]:
+    ``(V [D, rank] float32, singular values of F, lambda)``.
+
+    ``B = (T^T T + lam I)^-1 T^T X`` with ``lam = 0.1 * mean(diag(T^T T))``, fitted values
+    ``F = T B``; ``V`` = the first ``rank`` right singular vectors of ``F``: the directions
+    of the embeddings that the text predicts best (Izenman 1975). ``F`` [n, D] is never
+    formed: with ``T^T T = Q diag(w) Q^T``, ``F^T F = M^T M`` for the small
+    ``M = diag(sqrt w) Q^T B`` [s, D], so the SVD of ``M`` has ``F``'s singular values and
+    right singular vectors. ``x`` is read in chunks of ``chunk`` rows (a memmap or
+    :class:`RowView` is fine); each column of ``V`` has its largest entry positive.
+    """
+    t64 = np.asarray(t, dtype=np.float64)
+    gram = t64.T @ t64
+    lam = 0.1 * float(np.mean(np.diag(gram)))
+    if not lam > 0:
+        raise ConfigError("text features are all zero: no caption text to project on")
+    txx = np.zeros((t64.shape[1], x.shape[1]), dtype=np.float64)
+    for start in range(0, len(t64), chunk):
+        block = np.asarray(x[start:start + chunk], dtype=np.float64)
+        txx += t64[start:start + len(block)].T @ block
+    b = np.linalg.solve(gram + lam * np.eye(len(gram)), txx)
+    w, q = np.linalg.eigh(gram)
+    m = np.sqrt(np.clip(w, 0.0, None))[:, None] * (q.T @ b)
+    _, sigma, vt = np.linalg.svd(m, full_matrices=False)
+    v = vt[:rank].T
+    v *= np.where(v[np.abs(v).argmax(axis=0), np.arange(v.shape[1])] < 0, -1.0, 1.0)
+    return np.ascontiguousarray(v, dtype=np.float32), sigma, lam
+
+
+def fit_text_projection(embeddings: Any, rows: np.ndarray, corpus: Any, rank: int, *,
+                        seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(V [D, r], info)``: the ``r <= rank`` directions of ``embeddings`` that the caption
+    text of the fit sample ``rows`` predicts best (:func:`reduced_rank_ridge` on TF-IDF
+    unigrams + bigrams of each item's captions, reduced to ``s <= 512`` dense features by a
+    truncated SVD). Items without captions are left out of the regression. ``r`` is adapted
+    down to ``min(D, s)`` with a note; ``info`` is what ``fit_info_["text_projection"]``
+    records."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    t0 = time.perf_counter()
+    if corpus is None:
+        raise ConfigError("index option text_rank needs the corpus captions, but the scheme "
+                          "was fitted without a corpus (fit(embeddings, corpus=...))")
+    where = getattr(corpus, "path", "corpus")
+    if len(corpus) != len(embeddings):
+        raise ConfigError(f"{where}: {len(corpus)} items but {len(embeddings)} embedding rows")
+    captions = corpus_captions(corpus)
+    texts, with_text = [], []
+    for row in np.asarray(rows).tolist():
+        caps = [c for c in captions[row] if c.strip()]
+        if caps:
+            texts.append(" ".join(caps))
+            with_text.append(row)
+    if len(texts) < max(rank, 2):
+        raise ConfigError(f"{where}: text_rank = {rank} needs at least {max(rank, 2)} items "
+                          f"with captions in the fit sample, found {len(texts)}")
+    try:
+        tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2).fit_transform(texts)
+    except ValueError as exc:  # no term in two or more items
+        raise ConfigError(f"{where}: the captions have no word shared by two items, so "
+                          f"text_rank has nothing to project on ({exc})") from exc
+    vocab = int(tfidf.shape[1])
+    s = min(512, vocab - 1, len(texts) - 1)
+    if s < 1:
+        raise ConfigError(f"{where}: the captions have {vocab} word(s) shared by two items; "
+                          f"text_rank needs at least 2")
+    t = TruncatedSVD(n_components=s, random_state=seed).fit_transform(tfidf).astype(np.float32)
+    dim = int(embeddings.shape[1])
+    r = min(rank, dim, s)
+    if r < rank:
+        note(f"text_rank={rank} is more than the embedding dimension {dim} or the {s} text "
+             f"features allow; using {r}")
+    v, sigma, lam = reduced_rank_ridge(t, RowView(embeddings, np.asarray(with_text)), r)
+    energy = float(np.sum(sigma ** 2))
+    info = {"rank": r, "features": s, "vocabulary": vocab, "items_with_captions": len(texts),
+            "lambda": lam, "explained": float(np.sum(sigma[:r] ** 2)) / energy if energy else 0.0,
+            "seconds": round(time.perf_counter() - t0, 3)}
+    return v, info
+
+
+def auto_text_rank(corpus: Any, rows: np.ndarray, cfg: IndexConfig) -> int:
+    """``text_rank = None``: :data:`~gcmr.ids.config.AUTO_TEXT_RANK` when ``fit_view`` is the
+    embeddings and at least half of the fit sample ``rows`` has a caption, else 0 (with a
+    note: the identifiers are then fitted on the raw embeddings, CART's way)."""
+    from gcmr.ids.config import AUTO_TEXT_RANK
+
+    if corpus is None or cfg.fit_view != "embeddings":
+        return 0
+    captions = corpus_captions(corpus)
+    with_text = sum(1 for row in np.asarray(rows).tolist()
+                    if any(c.strip() for c in captions[row]))
+    if with_text * 2 < len(rows) or with_text < max(AUTO_TEXT_RANK, 2):
+        note(f"{getattr(corpus, 'path', 'corpus')}: {with_text} of {len(rows)} sampled items "
+             f"have captions, too few for the text projection; identifiers are fitted on the "
+             f"raw embeddings (text_rank 0)")
+        return 0
+    return AUTO_TEXT_RANK
+
+
+class _ResidualRows:
+    """Rows of ``base`` minus their coarse centroid and the codewords chosen so far: the
+    input of fine level ``len(codes)``, computed on demand (bounded memory)."""
+
+    def __init__(self, base: Any, centroids: np.ndarray, coarse: np.ndarray,
+                 codebooks: list[np.ndarray], codes: list[np.ndarray]) -> None:
+        self.base, self.centroids, self.coarse = base, centroids, coarse
+        self.codebooks, self.codes = codebooks, codes
+        self.shape = (len(base), centroids.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        out = np.asarray(self.base[idx], dtype=np.float32) - self.centroids[self.coarse[idx]]
+        for book, code in zip(self.codebooks, self.codes):
+            out -= book[code[idx]]
+        return out
+
+
 # ----------------------------------------------------------------------------- base class
 
 
@@ -287,17 +426,52 @@ def _rq_from_state(tensors: dict[str, torch.Tensor], config: IndexConfig, dim: i
 @register_scheme("cart")
 class CartScheme(IdScheme):
     """CART identifiers (section 3.2): coarse K-Means token, then ``M`` RQ-VAE tokens of the
-    residual ``embedding - centroid``."""
+    residual ``embedding - centroid``.
+
+    Two options change the recipe (``rqvae`` with ``text_rank`` 0 is CART as published; the
+    defaults are residual k-means on the text projection when the items have captions):
+
+    - ``fine_quantizer = "kmeans"``: the ``M`` fine levels are greedy residual k-means
+      (level ``l`` clusters what the coarse centroid and levels ``< l`` left over), so codes
+      are additive: ``decode(codes) = centroids[c0] + sum_l codebooks[l][c_l]``;
+    - ``text_rank = r > 0``: everything is fitted and encoded on ``x @ V``, ``V`` [D, r] the
+      directions of the embeddings that the items' caption text predicts best
+      (:func:`fit_text_projection`; needs ``fit(..., corpus=...)``). :meth:`encode` still
+      takes raw embeddings (``dim_`` is the raw D) and projects them first.
+    """
 
     def fit(self, embeddings: Any, *, corpus: Any = None, show_progress: bool = False) -> CartScheme:
         emb = _check_matrix(embeddings)
         cfg = self.config
         rows = fit_rows(len(emb), cfg.max_fit_items, cfg.seed)
         view = RowView(emb, rows)
+        text_info = None
+        self.projection_: torch.Tensor | None = None
+        rank = cfg.text_rank
+        auto = rank is None
+        if auto:  # on when the fit sample has captions
+            rank = auto_text_rank(corpus, rows, cfg)
+        v = None
+        if rank:
+            try:
+                v, text_info = fit_text_projection(emb, rows, corpus, rank, seed=cfg.seed)
+            except ConfigError as exc:
+                if not auto:
+                    raise
+                note(f"no text projection ({exc}); identifiers are fitted on the raw "
+                     f"embeddings (text_rank 0)")
+                rank = 0
+        if v is not None:
+            rank = text_info["rank"]
+            self.projection_ = torch.from_numpy(v)
+            projected = np.empty((len(rows), rank), dtype=np.float32)
+            for start, chunk in iter_chunks(view, cfg.encode_batch_size):
+                projected[start:start + len(chunk)] = (chunk @ self.projection_).numpy()
+            view = RowView(projected, np.arange(len(rows)))
         k, c, rule = rule_sizes(cfg, len(emb))
         k = adapt_size(k, len(rows), "num_clusters", "items")
         c = adapt_size(c, len(rows), "codebook_size", "residuals")
-        self.config_ = cfg.replace(num_clusters=k, codebook_size=c)
+        self.config_ = cfg.replace(num_clusters=k, codebook_size=c, text_rank=rank)
         steps = cfg.kmeans_epochs * -(-len(rows) // min(max(cfg.kmeans_batch_size, k), len(rows)))
         with progress_task(show_progress, "K-Means", steps) as update:
             centroids, km_info = minibatch_kmeans(view, k, epochs=cfg.kmeans_epochs,
@@ -308,44 +482,125 @@ class CartScheme(IdScheme):
         self.centroids_ = torch.from_numpy(centroids)
         labels = assign(view, self.centroids_)
         km_info["inertia_per_item"] = _inertia(view, self.centroids_, labels)
-
-        def batch_of(idx: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(view[idx]) - self.centroids_[labels[idx]]
-
-        self.rqvae_, rq_info = _fit_rqvae(self.config_, dim=emb.shape[1],
-                                          num_levels=cfg.num_fine_levels, codebook_size=c,
-                                          batch_of=batch_of, num_rows=len(rows),
-                                          show_progress=show_progress)
         self.dim_ = int(emb.shape[1])
-        self.fit_info_ = {"fit_items": len(rows), "kmeans": km_info, "rqvae": rq_info,
-                          **({"size_rule": rule} if rule else {})}
+        if cfg.fine_quantizer == "kmeans":
+            self.codebooks_, fine_info = self._fit_fine_kmeans(view, labels.numpy(), c,
+                                                               show_progress=show_progress)
+            fine = {"fine_kmeans": fine_info}
+        else:
+            def batch_of(idx: np.ndarray) -> torch.Tensor:
+                return torch.from_numpy(view[idx]) - self.centroids_[labels[idx]]
+
+            self.rqvae_, rq_info = _fit_rqvae(self.config_, dim=self._space_dim,
+                                              num_levels=cfg.num_fine_levels, codebook_size=c,
+                                              batch_of=batch_of, num_rows=len(rows),
+                                              show_progress=show_progress)
+            fine = {"rqvae": rq_info}
+        self.fit_info_ = {"fit_items": len(rows), "kmeans": km_info, **fine,
+                          **({"size_rule": rule} if rule else {}),
+                          **({"text_projection": text_info} if text_info else {})}
         self.semantic_sizes_ = [k] + [c] * cfg.num_fine_levels
         return self
 
+    def _fit_fine_kmeans(self, view: RowView, coarse: np.ndarray, size: int, *,
+                         show_progress: bool) -> tuple[list[torch.Tensor], list[dict]]:
+        """Greedy residual k-means: fine level ``l`` (0-based) runs :func:`minibatch_kmeans`
+        (the coarse K-Means options, seed ``seed + l + 1``) with ``size`` centers on the
+        residual of the levels before it, assigns and subtracts."""
+        cfg = self.config
+        centroids = self.centroids_.numpy()
+        books: list[np.ndarray] = []
+        codes: list[np.ndarray] = []
+        info: list[dict] = []
+        batch = min(max(cfg.kmeans_batch_size, size), len(view))
+        steps = cfg.kmeans_epochs * -(-len(view) // batch) * cfg.num_fine_levels
+        with progress_task(show_progress, "residual K-Means", steps) as update:
+            for lvl in range(cfg.num_fine_levels):
+                residual = _ResidualRows(view, centroids, coarse, books, codes)
+                done = lvl * steps // cfg.num_fine_levels
+                book, lvl_info = minibatch_kmeans(residual, size, epochs=cfg.kmeans_epochs,
+                                                  batch_size=cfg.kmeans_batch_size,
+                                                  seed=cfg.seed + lvl + 1,
+                                                  init_rows=cfg.init_kmeans_rows,
+                                                  init_iters=cfg.kmeans_iters,
+                                                  on_step=lambda d, t, o=done: update(o + d))
+                book_t = torch.from_numpy(book)
+                code = assign(residual, book_t).numpy()
+                lvl_info["inertia_per_item"] = _inertia(residual, book_t, torch.from_numpy(code))
+                lvl_info["codes_used"] = len(np.unique(code))
+                books.append(book)
+                codes.append(code)
+                info.append(lvl_info)
+        return [torch.from_numpy(b) for b in books], info
+
+    @property
+    def _space_dim(self) -> int:
+        """Dimension of the space the codes live in: ``text_rank`` when projected, else D."""
+        return self.config_.text_rank or self.dim_
+
+    @property
+    def _additive(self) -> bool:
+        return self.config_.fine_quantizer == "kmeans"
+
     @torch.no_grad()
     def _encode_chunk(self, x: torch.Tensor) -> np.ndarray:
+        if self.projection_ is not None:
+            x = x @ self.projection_
         coarse = assign(x, self.centroids_)
-        fine = self.rqvae_.encode(x - self.centroids_[coarse])
-        return torch.cat([coarse.unsqueeze(1), fine], dim=1).numpy()
+        residual = x - self.centroids_[coarse]
+        if not self._additive:
+            fine = self.rqvae_.encode(residual)
+            return torch.cat([coarse.unsqueeze(1), fine], dim=1).numpy()
+        codes = [coarse]
+        for book in self.codebooks_:
+            code = assign(residual, book)
+            residual = residual - book[code]
+            codes.append(code)
+        return torch.stack(codes, dim=1).numpy()
 
     @torch.no_grad()
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Approximate embeddings of semantic codes [n, 1 + M]: centroid + decoded residual."""
+        """Approximate embeddings of semantic codes [n, 1 + M]: centroid + decoded residual
+        (``fine_quantizer = kmeans``: + one codeword per level). With ``text_rank`` > 0 the
+        vectors are in the projected space [n, text_rank] (``x @ V``), not the raw one."""
         self._check_fitted()
         codes = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+        out = self.centroids_[codes[:, 0]].clone()
+        if self._additive:
+            for lvl, book in enumerate(self.codebooks_):
+                out += book[codes[:, lvl + 1]]
+            return out.numpy()
         z_q = self.rqvae_.decode_latent(codes[:, 1:])
-        return (self.centroids_[codes[:, 0]] + self.rqvae_.decode(z_q)).numpy()
+        return (out + self.rqvae_.decode(z_q)).numpy()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
-        return {"coarse.centroids": self.centroids_, **_rq_state(self.rqvae_)}
+        if self._additive:
+            fine = {f"fine.codebooks.{lvl}": book for lvl, book in enumerate(self.codebooks_)}
+        else:
+            fine = _rq_state(self.rqvae_)
+        text = {"text.projection": self.projection_} if self.projection_ is not None else {}
+        return {"coarse.centroids": self.centroids_, **fine, **text}
 
     def _load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.centroids_ = tensors["coarse.centroids"].float()
         cfg = self.config_
-        if tuple(self.centroids_.shape) != (self.semantic_sizes_[0], self.dim_):
+        self.projection_ = None
+        if cfg.text_rank:
+            self.projection_ = tensors["text.projection"].float()
+            if tuple(self.projection_.shape) != (self.dim_, cfg.text_rank):
+                raise ValueError(f"text.projection has shape {tuple(self.projection_.shape)}, "
+                                 f"expected {(self.dim_, cfg.text_rank)}")
+        self.centroids_ = tensors["coarse.centroids"].float()
+        if tuple(self.centroids_.shape) != (self.semantic_sizes_[0], self._space_dim):
             raise ValueError(f"coarse.centroids has shape {tuple(self.centroids_.shape)}")
-        self.rqvae_ = _rq_from_state(tensors, cfg, self.dim_, len(self.semantic_sizes_) - 1,
+        levels = len(self.semantic_sizes_) - 1
+        if self._additive:
+            self.codebooks_ = [tensors[f"fine.codebooks.{lvl}"].float() for lvl in range(levels)]
+            for lvl, book in enumerate(self.codebooks_):
+                if tuple(book.shape) != (self.semantic_sizes_[lvl + 1], self._space_dim):
+                    raise ValueError(f"fine.codebooks.{lvl} has shape {tuple(book.shape)}")
+            return
+        self.rqvae_ = _rq_from_state(tensors, cfg, self._space_dim, levels,
                                      self.semantic_sizes_[1])
 
 
