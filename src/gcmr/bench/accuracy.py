@@ -47,6 +47,7 @@ from typing import Any
 
 from gcmr.config import JsonConfig
 from gcmr.errors import ArtifactError, ConfigError, GcmrError
+from gcmr.ids.config import LEGACY_FIELDS
 from gcmr.model.config import EncoderConfig
 from gcmr.progress import err_console
 
@@ -82,16 +83,19 @@ _MINILM_TRAIN = (("dense_weight", 1.0), ("query_encoder", "minilm"))
 _CAPVIEW = (("fit_view", "captions"), ("scheme", "cart"))
 _JOINT = (("fit_view", "joint"), ("scheme", "cart"))
 _SIZED = (("codebook_size", 0), ("num_clusters", 0), ("scheme", "cart"))
+# additive identifiers: K-Means + residual K-Means on the text-predictable projection
+_ADDITIVE = (("fine_quantizer", "kmeans"), ("scheme", "cart"), ("text_rank", 64))
 _SIZED_JOINT = (("codebook_size", 0), ("fit_view", "joint"), ("num_clusters", 0),
                 ("scheme", "cart"))
 
 
 def _hybrid_pair(name: str, label: str, index: tuple, train: tuple, *, beam: int = 0,
+                 model: tuple = (),
                  gen_label: str = "the same, pure generation") -> tuple[RowSpec, RowSpec]:
     """A model with a query head searched two ways: ``name`` (hybrid) and ``name-gen`` (pure
     generation, the same trained model)."""
-    return (RowSpec(name, label, "generative", index, train, rerank="hybrid", beam=beam),
-            RowSpec(f"{name}-gen", gen_label, "generative", index, train, rerank="none",
+    return (RowSpec(name, label, "generative", index, train, model, rerank="hybrid", beam=beam),
+            RowSpec(f"{name}-gen", gen_label, "generative", index, train, model, rerank="none",
                     model_of=name))
 AVG_BEAMS = (1, 5, 20, 30)
 
@@ -138,6 +142,17 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
                   "--codebook-size 0)", _SIZED, _HYBRID_TRAIN),
     *_hybrid_pair("cart-minilm-joint-sized", "CART + frozen MiniLM, joint identifiers, sizes "
                   "from N", _SIZED_JOINT, _MINILM_TRAIN),
+    *_hybrid_pair("cart-additive", "CART + query head, additive identifiers (--text-rank 64 "
+                  "--fine-quantizer kmeans) + code vectors (--code-vectors add)", _ADDITIVE,
+                  _HYBRID_TRAIN, model=(("code_vectors", "add"),)),
+    *_hybrid_pair("cart-additive-steer", "CART + query head, additive identifiers + code "
+                  "vectors steered by the decoder (--code-vectors steer: the default)",
+                  _ADDITIVE, _HYBRID_TRAIN, model=(("code_vectors", "steer"),)),
+    *_hybrid_pair("cart-additive-ids", "CART + query head, additive identifiers, no code "
+                  "vectors", _ADDITIVE, _HYBRID_TRAIN),
+    *_hybrid_pair("cart-code-vectors", "CART + query head, CART's own identifiers + code "
+                  "vectors", (("scheme", "cart"),), _HYBRID_TRAIN,
+                  model=(("code_vectors", "add"),)),
     *_hybrid_pair("avg-hybrid", "AVG + query head, hybrid search (the accuracy issue's "
                   "rerank)", _AVG, (("dense_weight", 1.0), ("method", "avg")),
                   gen_label="AVG + query head, pure generation"),
@@ -284,7 +299,9 @@ def bench_accuracy(corpus_path: str | Path, out: str | Path,
             rows.append(row)
             continue
         if spec.kind == "generative":
-            changes = {**config.index, **dict(spec.index)}
+            # every row keeps CART's published recipe (RQ-VAE fine levels, no text projection)
+            # unless it or the suite asks for another: the committed tables stay reproducible
+            changes = {**LEGACY_FIELDS, **config.index, **dict(spec.index)}
             ikey = _key(changes)
             if ikey not in indexes:
                 indexes[ikey] = _index_for(corpus, changes, work, show_progress)
