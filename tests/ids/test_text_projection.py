@@ -172,6 +172,23 @@ def test_cli_builds_a_projected_kmeans_index(tmp_path: Path, capsys) -> None:
     assert "text_rank" in capsys.readouterr().err
 
 
+def test_defaults_project_when_captions_exist_and_say_so_when_not(tmp_path: Path,
+                                                                   capsys) -> None:
+    corpus, _ = _attribute_corpus(tmp_path / "c")
+    assert main(["index", str(corpus.path), str(tmp_path / "a"), "--clusters", "4",
+                 "--codebook-size", "4", "--epochs", "2", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "--epochs: RQ-VAE options, unused with --fine-quantizer kmeans" in err
+    config = json.loads((tmp_path / "a" / "manifest.json").read_text())["config"]
+    assert config["fine_quantizer"] == "kmeans" and config["text_rank"] > 0  # 64, adapted
+    bare, _ = _attribute_corpus(tmp_path / "bare", captions=False)
+    assert main(["index", str(bare.path), str(tmp_path / "b"), "--clusters", "4",
+                 "--codebook-size", "4", "--quiet"]) == 0
+    assert "too few for the text projection" in capsys.readouterr().err
+    config = json.loads((tmp_path / "b" / "manifest.json").read_text())["config"]
+    assert config["text_rank"] == 0
+
+
 # ----------------------------------------------------------------------------- (d)
 
 

@@ -128,6 +128,7 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
     from gcmr.ids import IndexConfig, Trie, build_index
     from gcmr.ids.index import assemble
     from gcmr.model import EncoderConfig, GenerativeRetrievalModel, ModelConfig, QueryTokenizer
+    from gcmr.train.trainer import default_code_vectors
     from gcmr.model.dense import DenseTower, DenseTowerConfig
     from gcmr.search.dense import DenseSearchConfig, make_backend
     from gcmr.search.rerank import ItemVectors, RerankConfig, expander_for
@@ -208,10 +209,13 @@ def bench_scale(out: str | Path, config: ScaleConfig | None = None, *, work: str
             ids_bytes = int(codes.nbytes)
             for method in generative:
                 hybrid = method == "cart-hybrid"
+                # a hybrid model gets what training would give it: the query head and the
+                # default code vectors of these identifiers
+                head = ({"query_dim": config.dim, "code_vectors": default_code_vectors(fitted)}
+                        if hybrid else {})
                 model = GenerativeRetrievalModel(ModelConfig(
                     vocab_size=tokenizer.vocab_size, level_sizes=list(level_sizes),
-                    **{"dropout": 0.0, **config.model,
-                       **({"query_dim": config.dim} if hybrid else {})})).eval()
+                    **{"dropout": 0.0, **head, **config.model})).eval()
                 model_bytes = _param_bytes(model)
                 name = "CART hybrid" if hybrid else "CART"
                 note = "identifiers " + "x".join(str(s) for s in level_sizes)

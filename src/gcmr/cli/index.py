@@ -77,6 +77,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
     changes = changes_from(args, INDEX_OPTIONS)
     config = config.replace(**changes)  # __post_init__ validates the result
     config.check_options(changes, names=flag_names(INDEX_OPTIONS))
+    if config.scheme == "cart" and config.fine_quantizer == "kmeans":
+        from gcmr.ids.config import RQVAE_FIELDS
+        from gcmr.progress import note
+
+        unused = [name for field, name in flag_names(INDEX_OPTIONS).items()
+                  if field in changes and field in RQVAE_FIELDS]
+        if unused:
+            note(f"{', '.join(unused)}: RQ-VAE options, unused with --fine-quantizer kmeans "
+                 f"(the default; --fine-quantizer rqvae trains CART's RQ-VAE)")
     return config
 
 

@@ -28,6 +28,8 @@ COMMON_FIELDS = frozenset({"scheme", "encode_batch_size", "seed", "device"})
 _RQVAE = ("latent_dim", "hidden_dims", "epochs", "max_steps", "batch_size", "lr",
           "warmup_steps", "alpha", "beta", "restart_interval", "restart_threshold",
           "init_kmeans_rows", "kmeans_iters")
+# the RQ-VAE-only ones (init_kmeans_rows and kmeans_iters also seed the K-Means)
+RQVAE_FIELDS = frozenset(_RQVAE) - {"init_kmeans_rows", "kmeans_iters"}
 # what the identifiers are fitted on (gcmr.ids.views); text_encoder embeds captions for it
 _VIEW = ("fit_view", "text_encoder")
 # mini-batch K-Means (the coarse token; hkmeans's large nodes)

@@ -246,8 +246,10 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         """Logits [..., level_sizes[level]] of the codes of ``level``."""
         start, size = self.offsets[level], self.config.level_sizes[level]
         if self.steer is not None:  # scale * <W h, e_c>; <q, e_c> comes from level_bias
-            return (self.code_log_scale.exp()
-                    * F.linear(self.steer(hidden), self.code_vectors[start:start + size])
-                    + self.output_bias[start:start + size])
+            # as h @ (scale * E_l W)^T: a [size, d] matrix per call instead of a D-wide
+            # projection per beam (the same numbers, a tenth of the work at 1024-d items)
+            weight = self.code_log_scale.exp() * (self.code_vectors[start:start + size]
+                                                  @ self.steer.weight)
+            return F.linear(hidden, weight, self.output_bias[start:start + size])
         weight = self.code_embedding.weight[1:] if self.output is None else self.output.weight
         return F.linear(hidden, weight[start:start + size], self.output_bias[start:start + size])
