@@ -89,7 +89,7 @@ def test_index_help_defaults_match_index_config() -> None:
     defaults = _defaults(IndexConfig)
     helps = _helps("index")
     for option in INDEX_OPTIONS:
-        if option.field in ("shared_codebook", "text_encoder", "text_rank"):
+        if option.field in ("shared_codebook", "text_encoder", "text_rank", "num_fine_levels"):
             continue  # a switch; defaults named in the text
         assert f"default {_shown(defaults[option.field])}" in helps[option.flag], option.flag
 

@@ -35,7 +35,7 @@ def test_bench_scale_tiny_sizes(tmp_path: Path, tiny_model: dict, tiny_index: di
     mem = {(r["method"], r["candidates"]): r for r in memory["rows"]}
     assert mem[("dense exact", 400)]["embedding_bytes"] == 400 * 32 * 4
     assert mem[("dense exact", 400)]["note"] == "float32 in RAM"
-    assert mem[("CART", 400)]["ids_bytes"] == 400 * 4 * 8  # int64 [N, 4]
+    assert mem[("CART", 400)]["ids_bytes"] == 400 * 5 * 8  # int64 [N, 1 + 3 fine + counter]
     assert mem[("CART", 400)]["embedding_bytes"] == 0 and mem[("CART", 400)]["trie_bytes"] > 0
     assert mem[("faiss HNSW32", 400)]["index_bytes"] > mem[("faiss Flat", 400)]["index_bytes"]
     # the world file is generated once and reused as a prefix

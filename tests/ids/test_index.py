@@ -64,7 +64,7 @@ def test_manifest_records_stats_and_fingerprint(built, small_corpus):
     assert manifest["corpus_fingerprint"] == small_corpus.fingerprint
     assert manifest["scheme"] == "cart" and manifest["config"]["num_clusters"] == 8
     names = [lvl["name"] for lvl in manifest["stats"]["levels"]]
-    assert names == ["coarse", "fine1", "fine2", "unique"]
+    assert names == ["coarse", "fine1", "fine2", "fine3", "unique"]  # 3 fine levels: additive
     assert {"utilization", "entropy_bits", "dead_codes"} <= set(manifest["stats"]["levels"][1])
     assert "collision_rate" in manifest["stats"]
 

@@ -148,6 +148,9 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
     *_hybrid_pair("cart-additive-steer", "CART + query head, additive identifiers + code "
                   "vectors steered by the decoder (--code-vectors steer: the default)",
                   _ADDITIVE, _HYBRID_TRAIN, model=(("code_vectors", "steer"),)),
+    *_hybrid_pair("cart-additive-steer-l3", "the same with 3 fine levels (--levels 3)",
+                  tuple(sorted((*_ADDITIVE, ("num_fine_levels", 3)))), _HYBRID_TRAIN,
+                  model=(("code_vectors", "steer"),)),
     *_hybrid_pair("cart-additive-ids", "CART + query head, additive identifiers, no code "
                   "vectors", _ADDITIVE, _HYBRID_TRAIN),
     *_hybrid_pair("cart-code-vectors", "CART + query head, CART's own identifiers + code "

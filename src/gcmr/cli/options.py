@@ -210,8 +210,9 @@ INDEX_OPTIONS: Table = option_table(
            "vectors per RQ codebook (default {default}; 0 = from the number of items, cart)",
            int),
     Option("num_fine_levels", "--levels",
-           "fine RQ levels M (default {default}; rq/hkmeans/random use M + 1 levels)",
-           positive_int),
+           "fine levels M (default 3 for cart with --fine-quantizer kmeans, the default; "
+           "2 otherwise, CART's; rq/hkmeans/random use M + 1 levels)",
+           positive_int, show_default=False),
     Option("epochs", "--epochs", "RQ-VAE epochs", positive_int),
     Option("max_steps", "--max-steps", "RQ-VAE optimizer step cap (default {default}; 0 = none)",
            int),

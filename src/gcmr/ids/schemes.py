@@ -143,7 +143,7 @@ def rule_sizes(cfg: Any, num_items: int) -> tuple[int, int, dict[str, Any] | Non
     :func:`sizes_for` (``record`` says so for the manifest; None when neither is 0)."""
     if cfg.num_clusters and cfg.codebook_size:
         return cfg.num_clusters, cfg.codebook_size, None
-    k, c = sizes_for(num_items, cfg.num_fine_levels)
+    k, c = sizes_for(num_items, cfg.fine_levels)
     k, c = cfg.num_clusters or k, cfg.codebook_size or c
     note(f"sizes from N = {num_items:,} items (num_clusters / codebook_size 0): "
          f"K = {k}, codebook = {c}")
@@ -471,7 +471,8 @@ class CartScheme(IdScheme):
         k, c, rule = rule_sizes(cfg, len(emb))
         k = adapt_size(k, len(rows), "num_clusters", "items")
         c = adapt_size(c, len(rows), "codebook_size", "residuals")
-        self.config_ = cfg.replace(num_clusters=k, codebook_size=c, text_rank=rank)
+        self.config_ = cfg.replace(num_clusters=k, codebook_size=c, text_rank=rank,
+                                   num_fine_levels=cfg.fine_levels)
         steps = cfg.kmeans_epochs * -(-len(rows) // min(max(cfg.kmeans_batch_size, k), len(rows)))
         with progress_task(show_progress, "K-Means", steps) as update:
             centroids, km_info = minibatch_kmeans(view, k, epochs=cfg.kmeans_epochs,
@@ -492,14 +493,14 @@ class CartScheme(IdScheme):
                 return torch.from_numpy(view[idx]) - self.centroids_[labels[idx]]
 
             self.rqvae_, rq_info = _fit_rqvae(self.config_, dim=self._space_dim,
-                                              num_levels=cfg.num_fine_levels, codebook_size=c,
+                                              num_levels=cfg.fine_levels, codebook_size=c,
                                               batch_of=batch_of, num_rows=len(rows),
                                               show_progress=show_progress)
             fine = {"rqvae": rq_info}
         self.fit_info_ = {"fit_items": len(rows), "kmeans": km_info, **fine,
                           **({"size_rule": rule} if rule else {}),
                           **({"text_projection": text_info} if text_info else {})}
-        self.semantic_sizes_ = [k] + [c] * cfg.num_fine_levels
+        self.semantic_sizes_ = [k] + [c] * cfg.fine_levels
         return self
 
     def _fit_fine_kmeans(self, view: RowView, coarse: np.ndarray, size: int, *,
@@ -513,11 +514,11 @@ class CartScheme(IdScheme):
         codes: list[np.ndarray] = []
         info: list[dict] = []
         batch = min(max(cfg.kmeans_batch_size, size), len(view))
-        steps = cfg.kmeans_epochs * -(-len(view) // batch) * cfg.num_fine_levels
+        steps = cfg.kmeans_epochs * -(-len(view) // batch) * cfg.fine_levels
         with progress_task(show_progress, "residual K-Means", steps) as update:
-            for lvl in range(cfg.num_fine_levels):
+            for lvl in range(cfg.fine_levels):
                 residual = _ResidualRows(view, centroids, coarse, books, codes)
-                done = lvl * steps // cfg.num_fine_levels
+                done = lvl * steps // cfg.fine_levels
                 book, lvl_info = minibatch_kmeans(residual, size, epochs=cfg.kmeans_epochs,
                                                   batch_size=cfg.kmeans_batch_size,
                                                   seed=cfg.seed + lvl + 1,
@@ -627,7 +628,7 @@ class RQScheme(IdScheme):
         view = RowView(emb, rows)
         c = adapt_size(cfg.codebook_size, len(rows), "codebook_size", "items")
         self.config_ = cfg.replace(codebook_size=c)
-        levels = cfg.num_fine_levels + 1
+        levels = cfg.fine_levels + 1
         self.rqvae_, rq_info = _fit_rqvae(self.config_, dim=emb.shape[1], num_levels=levels,
                                           codebook_size=c,
                                           batch_of=lambda idx: torch.from_numpy(view[idx]),
@@ -681,7 +682,7 @@ class HKMeansScheme(IdScheme):
         self.config_ = cfg.replace(hkmeans_branching=b)
         rows = fit_rows(len(emb), cfg.max_fit_items, cfg.seed)
         view = RowView(emb, rows)
-        depth = cfg.num_fine_levels + 1
+        depth = cfg.fine_levels + 1
         # members of each node at the current depth, as index arrays into the fit rows
         members: list[np.ndarray] = [np.arange(len(rows))]
         node_centroid: list[torch.Tensor | None] = [None]
@@ -809,7 +810,7 @@ class RandomScheme(IdScheme):
         size = self.config.random_code_size or self.config.codebook_size
         self.config_ = self.config.replace(random_code_size=size)
         self.dim_ = int(emb.shape[1])
-        self.semantic_sizes_ = [size] * (self.config.num_fine_levels + 1)
+        self.semantic_sizes_ = [size] * (self.config.fine_levels + 1)
         self.fit_info_ = {}
         return self
 
