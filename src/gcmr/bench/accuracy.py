@@ -84,7 +84,10 @@ _CAPVIEW = (("fit_view", "captions"), ("scheme", "cart"))
 _JOINT = (("fit_view", "joint"), ("scheme", "cart"))
 _SIZED = (("codebook_size", 0), ("num_clusters", 0), ("scheme", "cart"))
 # additive identifiers: K-Means + residual K-Means on the text-predictable projection
-_ADDITIVE = (("fine_quantizer", "kmeans"), ("scheme", "cart"), ("text_rank", 64))
+_ADDITIVE = (("fine_quantizer", "kmeans"), ("num_fine_levels", 2), ("scheme", "cart"),
+             ("text_rank", 64))
+_ADDITIVE_L3 = (("fine_quantizer", "kmeans"), ("num_fine_levels", 3), ("scheme", "cart"),
+                ("text_rank", 64))
 _SIZED_JOINT = (("codebook_size", 0), ("fit_view", "joint"), ("num_clusters", 0),
                 ("scheme", "cart"))
 
@@ -146,10 +149,11 @@ ROWS: dict[str, RowSpec] = {r.name: r for r in (
                   "--fine-quantizer kmeans) + code vectors (--code-vectors add)", _ADDITIVE,
                   _HYBRID_TRAIN, model=(("code_vectors", "add"),)),
     *_hybrid_pair("cart-additive-steer", "CART + query head, additive identifiers + code "
-                  "vectors steered by the decoder (--code-vectors steer: the default)",
+                  "vectors steered by the decoder (--code-vectors steer: the default; 2 fine levels)",
                   _ADDITIVE, _HYBRID_TRAIN, model=(("code_vectors", "steer"),)),
-    *_hybrid_pair("cart-additive-steer-l3", "the same with 3 fine levels (--levels 3)",
-                  tuple(sorted((*_ADDITIVE, ("num_fine_levels", 3)))), _HYBRID_TRAIN,
+    *_hybrid_pair("cart-additive-steer-l3", "CART + query head, additive identifiers + steer "
+                  "code vectors, 3 fine levels (--levels 3: the default now)",
+                  _ADDITIVE_L3, _HYBRID_TRAIN,
                   model=(("code_vectors", "steer"),)),
     *_hybrid_pair("cart-additive-ids", "CART + query head, additive identifiers, no code "
                   "vectors", _ADDITIVE, _HYBRID_TRAIN),
