@@ -224,3 +224,22 @@ def test_finetune_on_new_items_is_a_new_version(live_world, model_copy) -> None:
         finetune_items(r, ["item0041"], FinetuneConfig())
     with pytest.raises(ConfigError, match="unknown item ids"):
         finetune_items(r, ["nope"], FinetuneConfig(steps=1))
+
+
+def test_descriptions_read_the_corpus_once_across_updates(live_world, model_copy,
+                                                          monkeypatch) -> None:
+    import gcmr.corpus
+
+    full = live_world["full"]
+    r = Retriever.load(model_copy, device="cpu")
+    first = r.item_descriptions()
+    reads = []
+    real = gcmr.corpus.read_items
+    monkeypatch.setattr(gcmr.corpus, "read_items",
+                        lambda *a, **k: reads.append(a) or real(*a, **k))
+    emb = np.asarray(full.embeddings[BASE:BASE + 1])
+    r.add_items(NewItems(["d1"], [["a new caption"]], emb))
+    after = r.item_descriptions()
+    assert reads == []  # items.jsonl is not read again
+    assert after(r.index.num_items - 1) == "a new caption"
+    assert after(0) == first(0) and after(0)

@@ -245,9 +245,13 @@ class Retriever:
 
     def item_descriptions(self):
         """``row -> first caption or source`` for display (empty when the corpus is gone);
-        added items' come from the model's additions."""
-        check_corpus_fingerprint(self.corpus_path, self.corpus_fingerprint, artifact=self.path)
-        base = item_descriptions(self.corpus_path)
+        added items' come from the model's additions. The corpus part is read once per
+        retriever (a live update builds only the additions' part again)."""
+        base = getattr(self, "_base_descriptions", None)
+        if base is None:  # the training corpus never changes under a model: read it once
+            check_corpus_fingerprint(self.corpus_path, self.corpus_fingerprint,
+                                     artifact=self.path)
+            base = self._base_descriptions = item_descriptions(self.corpus_path)
         if not len(self.additions):
             return base
         first = self.index.num_items - len(self.additions)

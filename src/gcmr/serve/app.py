@@ -274,7 +274,8 @@ def build_app(searcher: Any, *, name: str, kind: str = "generative",
 
         def refresh(self) -> None:
             self.describe = searcher.item_descriptions()
-            self.catalog = ItemCatalog(searcher, self.describe)
+            self.catalog = ItemCatalog(searcher, self.describe).keep_corpus_of(
+                getattr(self, "catalog", None))
             index = getattr(searcher, "index", None)
             self.items = int(getattr(index, "num_live", len(searcher.item_ids)))
 

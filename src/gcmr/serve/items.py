@@ -76,6 +76,15 @@ class ItemCatalog:
         self._corpus: dict[str, tuple[list[str], str | None]] | None = None
         self._media_root: Path | None = None
 
+    def keep_corpus_of(self, previous: ItemCatalog | None) -> ItemCatalog:
+        """Reuse ``previous``'s reading of the corpus (a live update changes the searcher's
+        additions, never its training corpus), so an update does not read ``items.jsonl``
+        again."""
+        if previous is not None and previous._searcher is self._searcher:
+            with previous._mutex:
+                self._corpus, self._media_root = previous._corpus, previous._media_root
+        return self
+
     def _row_of(self, item_id: str) -> int | None:
         ids = self._searcher.item_ids
         with self._mutex:
