@@ -40,7 +40,8 @@ class ItemsView:
 
     @property
     def captions(self) -> list[list[str]]:
-        """None: the scale suite's items have embeddings only (no text projection)."""
+        """No caption for any item: the scale suite's items have embeddings only (so no
+        text projection)."""
         return [[]] * len(self.embeddings)
 
     @property

@@ -77,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     changes = changes_from(args, INDEX_OPTIONS)
     config = config.replace(**changes)  # __post_init__ validates the result
     config.check_options(changes, names=flag_names(INDEX_OPTIONS))
-    if config.scheme == "cart" and config.fine_quantizer == "kmeans":
+    if config.additive:
         from gcmr.ids.config import RQVAE_FIELDS
         from gcmr.progress import note
 

@@ -17,8 +17,9 @@ from gcmr.errors import ConfigError
 
 # CART's fine levels: its RQ-VAE (as published) or greedy residual k-means (additive codes)
 FINE_QUANTIZERS = ("rqvae", "kmeans")
-# text_rank = None (auto) with captions: 64 directions (5k world: pure generation R@1 0.59
-# for 64 vs 0.53 for 128 with an oracle-trained query vector; benchmarks/results/additive)
+# text_rank = None (auto) with captions: 64 directions (chosen by an offline check on the 5k
+# world before the option existed, not a committed benchmark: the <q, x_hat> ceiling with a
+# dense tower's q was 0.59 for 64 vs 0.53 for 128 directions)
 AUTO_TEXT_RANK = 64
 # what an index saved before text_rank / fine_quantizer existed was built with
 LEGACY_FIELDS = {"text_rank": 0, "fine_quantizer": "rqvae"}
@@ -82,9 +83,11 @@ class IndexConfig(JsonConfig):
     (with a note) and the adapted values are what the saved manifest holds.
 
     CART (section 3.2, appendix C): a coarse K-Means token, ``num_fine_levels`` RQ-VAE tokens
-    on the residual ``embedding - centroid``, then a unique counter. ``text_rank`` and
-    ``fine_quantizer`` (cart only) change that recipe; their defaults are CART as published
-    (and what an index saved before they existed gets on load).
+    on the residual ``embedding - centroid``, then a unique counter. ``text_rank``,
+    ``fine_quantizer`` and ``num_fine_levels`` (cart) change that recipe: CART as published is
+    ``rqvae`` with ``text_rank`` 0 and 2 fine levels (what an index saved before the first two
+    existed gets on load, :data:`LEGACY_FIELDS`); the defaults are 3 levels of residual
+    K-Means on the text projection.
     """
 
     scheme: str = "cart"  # cart | rq | hkmeans | atomic | random | avg (see gcmr.ids.SCHEMES)
@@ -154,12 +157,18 @@ class IndexConfig(JsonConfig):
         self.validate()
 
     @property
+    def additive(self) -> bool:
+        """CART with residual K-Means fine levels: an item's codes sum to a reconstruction of
+        it (what code vectors need)."""
+        return self.scheme == "cart" and self.fine_quantizer == "kmeans"
+
+    @property
     def fine_levels(self) -> int:
-        """``num_fine_levels``, or its default when None: 3 for CART with residual K-Means
-        fine levels, 2 otherwise (CART's M)."""
+        """``num_fine_levels``, or its default when None: 3 for additive identifiers, 2
+        otherwise (CART's M)."""
         if self.num_fine_levels is not None:
             return self.num_fine_levels
-        return 3 if self.scheme == "cart" and self.fine_quantizer == "kmeans" else 2
+        return 3 if self.additive else 2
 
     def check_options(self, fields: Iterable[str], *,
                       names: Mapping[str, str] | None = None) -> None:

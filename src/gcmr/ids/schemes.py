@@ -245,13 +245,14 @@ def reduced_rank_ridge(t: np.ndarray, x: Any, rank: int, *, chunk: int = 16384
 
 
 def fit_text_projection(embeddings: Any, rows: np.ndarray, corpus: Any, rank: int, *,
-                        seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+                        seed: int, captions: list[list[str]] | None = None
+                        ) -> tuple[np.ndarray, dict[str, Any]]:
     """``(V [D, r], info)``: the ``r <= rank`` directions of ``embeddings`` that the caption
     text of the fit sample ``rows`` predicts best (:func:`reduced_rank_ridge` on TF-IDF
     unigrams + bigrams of each item's captions, reduced to ``s <= 512`` dense features by a
     truncated SVD). Items without captions are left out of the regression. ``r`` is adapted
     down to ``min(D, s)`` with a note; ``info`` is what ``fit_info_["text_projection"]``
-    records."""
+    records. ``captions``: the corpus's captions when the caller has read them already."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -262,7 +263,8 @@ def fit_text_projection(embeddings: Any, rows: np.ndarray, corpus: Any, rank: in
     where = getattr(corpus, "path", "corpus")
     if len(corpus) != len(embeddings):
         raise ConfigError(f"{where}: {len(corpus)} items but {len(embeddings)} embedding rows")
-    captions = corpus_captions(corpus)
+    if captions is None:
+        captions = corpus_captions(corpus)
     texts, with_text = [], []
     for row in np.asarray(rows).tolist():
         caps = [c for c in captions[row] if c.strip()]
@@ -296,19 +298,20 @@ def fit_text_projection(embeddings: Any, rows: np.ndarray, corpus: Any, rank: in
     return v, info
 
 
-def auto_text_rank(corpus: Any, rows: np.ndarray, cfg: IndexConfig) -> int:
-    """``text_rank = None``: :data:`~gcmr.ids.config.AUTO_TEXT_RANK` when ``fit_view`` is the
-    embeddings and at least half of the fit sample ``rows`` has a caption, else 0 (with a
-    note: the identifiers are then fitted on the raw embeddings, CART's way)."""
+def auto_text_rank(captions: list[list[str]] | None, rows: np.ndarray, *,
+                   where: Any = "corpus") -> int:
+    """``text_rank = None``: :data:`~gcmr.ids.config.AUTO_TEXT_RANK` when at least half of
+    the fit sample ``rows`` has a caption, else 0 (with a note: the identifiers are then
+    fitted on the raw embeddings, CART's way). ``captions`` None (no corpus, or another
+    ``fit_view``): 0."""
     from gcmr.ids.config import AUTO_TEXT_RANK
 
-    if corpus is None or cfg.fit_view != "embeddings":
+    if captions is None:
         return 0
-    captions = corpus_captions(corpus)
     with_text = sum(1 for row in np.asarray(rows).tolist()
                     if any(c.strip() for c in captions[row]))
     if with_text * 2 < len(rows) or with_text < max(AUTO_TEXT_RANK, 2):
-        note(f"{getattr(corpus, 'path', 'corpus')}: {with_text} of {len(rows)} sampled items "
+        note(f"{where}: {with_text} of {len(rows)} sampled items "
              f"have captions, too few for the text projection; identifiers are fitted on the "
              f"raw embeddings (text_rank 0)")
         return 0
@@ -449,12 +452,16 @@ class CartScheme(IdScheme):
         self.projection_: torch.Tensor | None = None
         rank = cfg.text_rank
         auto = rank is None
+        captions = None  # read once for both the auto choice and the projection
         if auto:  # on when the fit sample has captions
-            rank = auto_text_rank(corpus, rows, cfg)
+            if corpus is not None and cfg.fit_view == "embeddings":
+                captions = corpus_captions(corpus)
+            rank = auto_text_rank(captions, rows, where=getattr(corpus, "path", "corpus"))
         v = None
         if rank:
             try:
-                v, text_info = fit_text_projection(emb, rows, corpus, rank, seed=cfg.seed)
+                v, text_info = fit_text_projection(emb, rows, corpus, rank, seed=cfg.seed,
+                                                   captions=captions)
             except ConfigError as exc:
                 if not auto:
                     raise
@@ -484,7 +491,7 @@ class CartScheme(IdScheme):
         labels = assign(view, self.centroids_)
         km_info["inertia_per_item"] = _inertia(view, self.centroids_, labels)
         self.dim_ = int(emb.shape[1])
-        if cfg.fine_quantizer == "kmeans":
+        if cfg.additive:
             self.codebooks_, fine_info = self._fit_fine_kmeans(view, labels.numpy(), c,
                                                                show_progress=show_progress)
             fine = {"fine_kmeans": fine_info}
@@ -541,7 +548,7 @@ class CartScheme(IdScheme):
 
     @property
     def _additive(self) -> bool:
-        return self.config_.fine_quantizer == "kmeans"
+        return self.config_.additive
 
     @torch.no_grad()
     def _encode_chunk(self, x: torch.Tensor) -> np.ndarray:

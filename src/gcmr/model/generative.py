@@ -56,6 +56,9 @@ class EncoderOutput:
     # code vectors (ModelConfig.code_vectors): scale * <query vector, code vector> of every
     # code [B, sum(level_sizes)], added to the decoder's logits at every step
     code_bias: torch.Tensor | None = None
+    # the query head's vectors [B, query_dim] when encode already computed them (for the
+    # code bias): the hybrid rerank and the InfoNCE term reuse them
+    query: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -164,6 +167,8 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         if self.query_head is None:
             raise ConfigError("this model has no query-vector head (trained without "
                               "--dense-weight); hybrid search needs one")
+        if enc.query is not None:
+            return enc.query
         return self.query_head(enc.layers[-1], enc.mask)
 
     @property
@@ -191,8 +196,8 @@ class GenerativeRetrievalModel(IdentifierDecoder, nn.Module):
         memory = [layer.fusion.memory(layers) for layer in self.decoder]
         enc = EncoderOutput(layers, mask, memory, text)
         if self.code_vectors is not None:
-            enc.code_bias = (self.code_log_scale.exp()
-                             * self.query_vectors(enc) @ self.code_vectors.t())
+            enc.query = self.query_vectors(enc)
+            enc.code_bias = self.code_log_scale.exp() * enc.query @ self.code_vectors.t()
         return enc
 
     def text_vectors(self, enc: EncoderOutput) -> torch.Tensor:

@@ -8,7 +8,7 @@ the generated identifiers (higher is better); ``item_ids`` is an object array of
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,7 @@ class Retriever:
         self.additions = additions if additions is not None else Additions()
         # held by every live update (add, delete, fine-tune) of this retriever
         self.update_lock = threading.RLock()
+        self._base_descriptions: Callable[[int], str] | None = None  # kept across updates
         self._reset_caches()
 
     def _reset_caches(self) -> None:
@@ -247,7 +248,7 @@ class Retriever:
         """``row -> first caption or source`` for display (empty when the corpus is gone);
         added items' come from the model's additions. The corpus part is read once per
         retriever (a live update builds only the additions' part again)."""
-        base = getattr(self, "_base_descriptions", None)
+        base = self._base_descriptions
         if base is None:  # the training corpus never changes under a model: read it once
             check_corpus_fingerprint(self.corpus_path, self.corpus_fingerprint,
                                      artifact=self.path)

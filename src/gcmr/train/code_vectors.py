@@ -17,7 +17,8 @@ The vectors are the least-squares fit ``min_E sum_i ||x_i - sum_l E_l[c_l(i)]||^
 sample of items (unit embeddings, the head's InfoNCE targets), by block coordinate descent: each
 level's vectors are the mean residual of its items given the other levels (exact for one
 level; a few sweeps converge). Codes never seen in the sample keep zero vectors (only the
-decoder scores them). They are trained with the rest of the model afterwards.
+decoder scores them). ``code_vectors = add`` trains them with the rest of the model
+afterwards; ``steer`` keeps them frozen and lets the decoder move the query vector instead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gcmr.ids.schemes import fit_rows
 
 __all__ = ["fit_code_vectors", "init_code_vectors"]
 
@@ -41,9 +44,7 @@ def fit_code_vectors(codes: np.ndarray, items: Any, level_sizes: list[int], *,
     if levels != len(level_sizes) or n != len(items):
         raise ValueError(f"codes {codes.shape} do not match {len(items)} items and level sizes "
                          f"{level_sizes}")
-    rows = np.arange(n)
-    if n > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+    rows = fit_rows(n, max_rows, seed)  # the identifier fit's seeded subsample
     x = torch.from_numpy(np.asarray(items[rows], dtype=np.float32))
     x = torch.nn.functional.normalize(x, dim=-1)
     c = torch.from_numpy(codes[rows])

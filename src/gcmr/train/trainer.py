@@ -283,12 +283,10 @@ def _rescored(model: Any, tokenizer: Any, texts: list[str], rows: Any, vectors: 
 
 def default_code_vectors(index: Any) -> str:
     """``ModelConfig.code_vectors`` when not given, for a model with a query head: steer for
-    additive identifiers (CART with ``fine_quantizer = kmeans``: an item's codes then sum to
-    a reconstruction of it), none otherwise (on CART's RQ-VAE identifiers code vectors
-    lowered pure generation, R@1 0.165 vs 0.2325 on the 5k world)."""
-    cfg = index.config
-    additive = cfg.scheme == "cart" and getattr(cfg, "fine_quantizer", "rqvae") == "kmeans"
-    return "steer" if additive else "none"
+    additive identifiers (``IndexConfig.additive``: an item's codes sum to a reconstruction of
+    it), none otherwise (on CART's RQ-VAE identifiers code vectors lowered pure generation,
+    R@1 0.165 vs 0.1965 in the same run, benchmarks/results/additive/raw_ids)."""
+    return "steer" if index.config.additive else "none"
 
 
 def _new_model(config: TrainConfig, index, texts: list[str], model_options: dict[str, Any]):
