@@ -15,6 +15,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _tiny_training_budgets(request, monkeypatch):
+    """Tests train tiny corpora for a few steps: the library's step floor for small corpora
+    (TrainConfig.min_steps None = DEFAULT_MIN_STEPS) is off in-process unless a test asks for
+    the real defaults (``@pytest.mark.real_defaults``)."""
+    if request.node.get_closest_marker("real_defaults") is None:
+        monkeypatch.setattr("gcmr.train.config.DEFAULT_MIN_STEPS", 0)
+
+
 def make_corpus(path: Path, *, n: int = 40, dim: int = 16, seed: int = 0, **kwargs) -> Path:
     """Write a small valid corpus with clustered embeddings and train/test queries."""
     from gcmr.corpus import Query, write_corpus

@@ -572,7 +572,7 @@ TRAIN_KILL_SCRIPT = textwrap.dedent("""
     sys.exit(3)  # never reached: the test kills the run first
 """)
 TRAIN_CFG = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "vocab_size": 120, "val_split": None,
-             "warmup_epochs": 0.5, "num_threads": 1}
+             "warmup_epochs": 0.5, "num_threads": 1, "min_steps": 0}  # the subprocess too
 
 
 def kill_during_training(index: Path, out: Path, mode: str, tmp_path: Path, *,

@@ -247,6 +247,13 @@ def _reference_expand(exp, rows, logprobs, max_candidates):
                     seen.add(int(member))
                     picked.append(int(member))
                     scores.append(float(logprobs[i, j]))
+        if len(exp.order) <= width and picked:  # a corpus no larger than the list: all join
+            floor = float(min(s for r, s in zip(rows[i], logprobs[i]) if r >= 0))
+            for member in exp.order:
+                if int(member) not in seen:
+                    seen.add(int(member))
+                    picked.append(int(member))
+                    scores.append(floor)
         out_rows[i, :len(picked)] = picked[:width]
         out_logp[i, :len(scores)] = scores[:width]
     return out_rows, out_logp
@@ -265,7 +272,41 @@ def test_prefix_expansion_equals_the_reference_loop(seed: int) -> None:
     rows = np.stack([rng.choice(n, w, replace=False) for _ in range(q)])
     rows[rng.random((q, w)) < 0.2] = -1  # padding, also in the middle
     logp = np.where(rows >= 0, -rng.random((q, w)) * 5, -np.inf).astype(np.float32)
-    for cap in (1, w, 10, 40, 400):
+    for cap in (1, w, 10, 40, 299, 300, 400):  # 300 and up: every item is a candidate
         got = exp.expand(rows, logp, cap)
         ref = _reference_expand(exp, rows, logp, cap)
         assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1]), cap
+        if cap >= n:  # a list with any beam item holds the whole corpus, each item once
+            full = (rows >= 0).any(axis=1)
+            assert all(sorted(r) == list(range(n)) for r in got[0][full][:, :n])
+    live = np.sort(rng.choice(n, 120, replace=False))  # deleted items never join
+    exp_live = PrefixExpander(codes, sizes, depth=depth, rows=live)
+    got = exp_live.expand(np.where(np.isin(rows, live), rows, -1), logp, 150)
+    assert set(got[0][got[0] >= 0].tolist()) <= set(live.tolist())
+    assert ((got[0] >= 0).sum(axis=1)[np.isin(rows, live).any(axis=1)] == 120).all()
+
+
+def test_blended_vectors_weigh_both_scores() -> None:
+    """A blend scores a candidate by (1 - w) * media cosine + w * best caption cosine, with
+    -inf padding kept; w must lie strictly between 0 and 1."""
+    from gcmr.errors import ConfigError
+    from gcmr.search.rerank import BlendedVectors, CaptionVectors, ItemVectors, RerankConfig
+
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(5, 4)).astype(np.float32)
+    caps = rng.normal(size=(7, 3)).astype(np.float32)
+    caps /= np.linalg.norm(caps, axis=1, keepdims=True)
+    media, text = ItemVectors(items), CaptionVectors(caps, np.array([0, 2, 3, 5, 6, 7]))
+    blend = BlendedVectors(media, text, 0.25)
+    q = (torch.nn.functional.normalize(torch.randn(2, 4), dim=-1),
+         torch.nn.functional.normalize(torch.randn(2, 3), dim=-1))
+    rows = np.array([[0, 3, -1], [4, 1, 2]])
+    got = blend.cosines(q, rows)
+    want = 0.75 * media.cosines(q[0], rows) + 0.25 * text.cosines(q[1], rows)
+    assert np.isneginf(got[0, 2]) and np.allclose(got[np.isfinite(got)], want[np.isfinite(want)])
+    assert blend.items is items
+    for bad in (0.0, 1.0):
+        with pytest.raises(ConfigError, match="text_weight"):
+            BlendedVectors(media, text, bad)
+        with pytest.raises(ConfigError, match="text_weight"):
+            RerankConfig(item_vectors="blend", text_weight=bad)

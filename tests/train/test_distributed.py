@@ -24,7 +24,7 @@ from gcmr.train.loop import check_resumable
 # a tiny model; dropout 0 so that one and two ranks draw no different dropout masks
 TINY = ["--preset", "none", "--d-model", "32", "--heads", "2", "--ffn", "64",
         "--encoder-layers", "1", "--decoder-layers", "1", "--vocab-size", "200",
-        "--dropout", "0", "--device", "cpu", "--threads", "1", "--quiet"]
+        "--dropout", "0", "--device", "cpu", "--threads", "1", "--min-steps", "0", "--quiet"]
 
 # runs gcmr's CLI; an audit hook records every write of the rank under $WATCH
 LAUNCHER = '''
@@ -189,7 +189,7 @@ def test_two_ranks_train_avg_with_l_dis_as_one_process(avg_index, tmp_path):
 # the dense tower's flags: the query encoder's (no decoder), dropout 0
 DENSE = ["--preset", "none", "--d-model", "32", "--heads", "2", "--ffn", "64",
          "--encoder-layers", "1", "--vocab-size", "200", "--dropout", "0", "--device", "cpu",
-         "--threads", "1", "--quiet"]
+         "--threads", "1", "--min-steps", "0", "--quiet"]
 
 
 @pytest.mark.slow

@@ -192,3 +192,22 @@ def test_an_interrupted_checkpoint_swap_is_rolled_back(tmp_path) -> None:
     assert _has_checkpoint(run)
     assert (run / CHECKPOINT / "state.json").is_file()
     assert not list(run.glob(f".{CHECKPOINT}.old-*"))
+
+
+@pytest.mark.real_defaults
+def test_a_small_corpus_trains_at_least_min_steps() -> None:
+    """Epochs of a small corpus pass over its pairs several times, so that training takes at
+    least min_steps optimizer steps; a corpus above the floor keeps one pass per epoch."""
+    from gcmr.train.loop import passes_per_epoch, schedule_for
+
+    cfg = TrainConfig(epochs=4, batch_size=256)
+    assert cfg.resolved_min_steps == 200
+    for pairs in (1, 100, 480, 5000):
+        passes = passes_per_epoch(cfg, pairs)
+        steps = cfg.epochs * (-(-pairs * passes // 256))
+        assert 200 <= steps <= 204 + cfg.epochs * (-(-pairs // 256))  # the floor, not far above
+        assert schedule_for(cfg, pairs)["total_steps"] == steps
+    assert passes_per_epoch(cfg, 30_000) == 1  # 472 steps: above the floor
+    assert passes_per_epoch(cfg.replace(min_steps=0), 480) == 1
+    with pytest.raises(ConfigError, match="min_steps"):
+        TrainConfig(min_steps=-1)

@@ -45,8 +45,9 @@ def test_frozen_encoder_trains_caches_and_loads_self_contained(
     assert json.loads((entry / "meta.json").read_text())["sequences"] == 40 * 2 + 20
     # self-contained: the checkpoint directory is not needed to search
     rerank = manifest["rerank"]
-    assert rerank["item_vectors"] in ("embeddings", "captions")
-    assert set(rerank["by_item_vectors"]) == {"embeddings", "captions"}
+    assert rerank["item_vectors"] in ("embeddings", "captions", "blend")
+    assert set(rerank["by_item_vectors"]) == {"embeddings", "captions", "blend:0.25", "blend:0.5",
+                                              "blend:0.75"}
     retriever = Retriever.load(tmp_path / "m")
     _, ids = retriever.search(["red thing number 4", "blue 5"], k=3)
     assert ids.shape == (2, 3) and all(i for i in ids.ravel())

@@ -196,6 +196,10 @@ TRAIN_OPTIONS: Table = option_table(
            int),
     Option("max_steps", "--max-steps",
            "stop after N optimizer steps (smoke runs; default {default} = no limit)", int),
+    Option("min_steps", "--min-steps",
+           "train at least N optimizer steps: when --epochs single passes are fewer, each "
+           "epoch passes over the pairs several times (a small corpus; default {default}; "
+           "0 = epochs alone)", int),
 )
 
 INDEX_OPTIONS: Table = option_table(

@@ -491,6 +491,11 @@ def compress_item_vectors(model_dir: str | Path, config: CompactConfig | None, *
             raise ConfigError(f"{model_dir}: hybrid search scores candidates by their caption "
                               f"vectors (rerank item_vectors = captions), not by item "
                               f"embeddings; there is nothing to compress")
+        if rerank.get("item_vectors") == "blend":
+            raise ConfigError(f"{model_dir}: hybrid search blends the item embeddings with "
+                              f"the caption vectors (rerank item_vectors = blend); compact "
+                              f"vectors replace the embeddings alone, which a blend does not "
+                              f"support yet")
         record = None
         if config is not None:
             corpus = Path(corpus_path or manifest["corpus"]["path"])

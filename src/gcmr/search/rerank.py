@@ -35,7 +35,10 @@ RERANK_MODES = ("hybrid", "none")
 # what candidates are scored against: the corpus's media embeddings by the query head, the
 # model directory's compact copy of them (PQ codes or float16 rows, gcmr.search.compact), or
 # the items' caption vectors by a pretrained query encoder's sentence vector (text space)
-ITEM_VECTOR_SOURCES = ("embeddings", "compact", "captions")
+ITEM_VECTOR_SOURCES = ("embeddings", "compact", "captions", "blend")
+# blend: (1 - text_weight) * the media cosine + text_weight * the caption cosine; the weights
+# tried on the validation split (0 and 1 are "embeddings" and "captions")
+TEXT_WEIGHT_GRID = (0.25, 0.5, 0.75)
 # the fusion weights tried on the validation split (0 = cosine only)
 WEIGHT_GRID = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -64,12 +67,19 @@ class RerankConfig(JsonConfig):
     # max cosine of a pretrained query encoder's sentence vector over the item's caption
     # vectors (CaptionVectors; for media embeddings not aligned with text). Chosen on the val
     # split at training time when the model has a pretrained encoder
+    # blend: both, (1 - text_weight) * media cosine + text_weight * caption cosine (a small
+    # corpus whose captions a pretrained encoder reads well, with media embeddings that
+    # carry what captions do not say)
     item_vectors: str = "embeddings"
+    text_weight: float = 0.0  # the caption cosine's share of a blend (0 < w < 1)
 
     def __post_init__(self) -> None:
         if self.item_vectors not in ITEM_VECTOR_SOURCES:
             raise ConfigError(f"rerank item_vectors must be one of {list(ITEM_VECTOR_SOURCES)}, "
                               f"got {self.item_vectors!r}")
+        if self.item_vectors == "blend" and not 0.0 < self.text_weight < 1.0:
+            raise ConfigError(f"rerank text_weight of a blend must be in (0, 1), got "
+                              f"{self.text_weight}")
         if self.expand_depth < 0 or self.max_candidates < 1:
             raise ConfigError(f"rerank expand_depth must be >= 0 and max_candidates >= 1, got "
                               f"{self.expand_depth} and {self.max_candidates}")
@@ -195,6 +205,44 @@ class CaptionVectors:
         return out
 
 
+class BlendedVectors:
+    """Both scores of a model with a pretrained query encoder: a candidate's
+    ``(1 - text_weight) * cosine(query head, media embedding) + text_weight * best caption
+    cosine(sentence vector, captions)``, each from its own scorer (:class:`ItemVectors` and
+    :class:`CaptionVectors`), the query vectors of both from one encoder pass."""
+
+    def __init__(self, media: ItemVectors, captions: CaptionVectors, text_weight: float
+                 ) -> None:
+        if not 0.0 < text_weight < 1.0:
+            raise ConfigError(f"text_weight must be in (0, 1), got {text_weight}")
+        self.media, self.captions, self.text_weight = media, captions, float(text_weight)
+
+    @property
+    def items(self) -> Any:
+        """The media embeddings (what a query by example reads)."""
+        return self.media.items
+
+    @property
+    def vectors(self) -> Any:
+        return self.captions.vectors
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.captions.offsets
+
+    def query(self, model: Any, enc: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.media.query(model, enc), self.captions.query(model, enc)
+
+    def cosines(self, queries: tuple[torch.Tensor, torch.Tensor], rows: np.ndarray
+                ) -> np.ndarray:
+        """The blended score [Q, C] of candidate ``rows`` (-inf at -1 padding) for the pair
+        of query vectors :meth:`query` returns."""
+        media, text = queries
+        w = np.float32(self.text_weight)
+        return ((1 - w) * self.media.cosines(media, rows)
+                + w * self.captions.cosines(text, rows)).astype(np.float32)
+
+
 def fuse(cosines: np.ndarray, logprobs: np.ndarray, weight: float) -> np.ndarray:
     """``cosine + weight * logprob``; -inf where either is (padding)."""
     with np.errstate(invalid="ignore"):
@@ -225,7 +273,9 @@ class PrefixExpander:
 
     The list is bounded: the beam's own items first (by generation rank), then the members of
     each beam's prefix in beam order, up to ``max_candidates``. An added item carries the
-    log-probability of the best beam sharing its prefix (an upper bound of its own).
+    log-probability of the best beam sharing its prefix (an upper bound of its own). When the
+    corpus holds no more items than the list, every item is a candidate (the rest after the
+    prefix members): the rerank then scores the whole corpus, at the same bounded cost.
     """
 
     def __init__(self, codes: np.ndarray, level_sizes: list[int], depth: int,
@@ -296,7 +346,28 @@ class PrefixExpander:
         fits = pos < width
         out_rows[owner[fits], pos[fits]] = members[fits]
         out_logp[owner[fits], pos[fits]] = logprobs[gi[group[fits]], gj[group[fits]]]
+        if len(self.order) <= width:  # a corpus no larger than the list: every item joins
+            self._fill(out_rows, out_logp, logprobs, valid)
         return out_rows, out_logp
+
+    def _fill(self, out_rows: np.ndarray, out_logp: np.ndarray, logprobs: np.ndarray,
+              valid: np.ndarray) -> None:
+        """Append every expandable item a list lacks (a small corpus, at most ``width`` of
+        them), after its beam and prefix members, with the list's lowest beam log-probability
+        (an upper bound of their own, as for the prefix members). Lists with no beam item stay
+        empty."""
+        n_items = len(self._keys)
+        present = np.zeros((len(out_rows), n_items + 1), dtype=bool)
+        present[np.arange(len(out_rows))[:, None], np.where(out_rows >= 0, out_rows, n_items)] \
+            = True
+        missing = ~present[:, self.order] & valid.any(axis=1, keepdims=True)  # [Q, N_live]
+        qi, mj = np.nonzero(missing)
+        if len(qi) == 0:
+            return
+        pos = (out_rows >= 0).sum(axis=1)[qi] + np.cumsum(missing, axis=1)[qi, mj] - 1
+        floor = np.where(valid, logprobs, np.inf).min(axis=1)
+        out_rows[qi, pos] = self.order[mj]
+        out_logp[qi, pos] = floor[qi]
 
 
 def expander_for(codes: np.ndarray, level_sizes: list[int],

@@ -29,6 +29,7 @@ from gcmr.search.example import (
     unit_rows,
 )
 from gcmr.search.rerank import (
+    BlendedVectors,
     CaptionVectors,
     ItemVectors,
     PrefixExpander,
@@ -42,7 +43,7 @@ from gcmr.search.rerank import (
 from gcmr.search.updates import Additions, NewItems, UpdateResult
 
 # what a hybrid search scores its candidates with (each has ``query`` and ``cosines``)
-ItemScorer = ItemVectors | CompactItemVectors | CaptionVectors
+ItemScorer = ItemVectors | CompactItemVectors | CaptionVectors | BlendedVectors
 
 
 @torch.no_grad()
@@ -191,17 +192,19 @@ class Retriever:
         additions = Additions.open(model_dir, manifest)
         saved = {key: value for key, value in (manifest.get("rerank") or {}).items()
                  if key in ("mode", "logprob_weight", "candidates", "expand_depth",
-                            "max_candidates", "item_vectors")}  # the rest: how they were chosen
+                            "max_candidates", "item_vectors", "text_weight")}
+        # (the rest of the record: how they were chosen)
         if rerank is not None:
             saved["mode"] = rerank
         has_head = bool(getattr(model, "has_query_head", False))
         saved.setdefault("mode", "hybrid" if has_head else "none")
         config = RerankConfig.from_dict(saved, where=f"{model_dir}: rerank")
         item_vectors: ItemScorer | None = None
+        if config.mode == "hybrid" and config.item_vectors in ("captions", "blend") \
+                and not model.config.pretrained:
+            raise ArtifactError(f"{model_dir}: rerank item_vectors = {config.item_vectors} "
+                                f"needs a pretrained query encoder, this model has none")
         if config.mode == "hybrid" and config.item_vectors == "captions":
-            if not model.config.pretrained:
-                raise ArtifactError(f"{model_dir}: rerank item_vectors = captions needs a "
-                                    f"pretrained query encoder, this model has none")
             item_vectors = CaptionVectors.open(model_dir, index.num_items)
         elif config.mode == "hybrid" and not has_head:
             raise ConfigError(f"{model_dir}: hybrid search needs a model trained with a "
@@ -224,6 +227,10 @@ class Retriever:
                                      artifact=model_dir)
             item_vectors = ItemVectors(StackedRows([items, *additions.parts])
                                        if len(additions) else items)
+            if config.item_vectors == "blend":
+                item_vectors = BlendedVectors(item_vectors,
+                                              CaptionVectors.open(model_dir, index.num_items),
+                                              config.text_weight)
         dev = resolve_device(device)
         return cls(model.to(dev), tokenizer, index, manifest, path=model_dir, device=dev,
                    item_vectors=item_vectors, rerank=config, corpus_path=corpus_path,
@@ -302,7 +309,7 @@ class Retriever:
     def caption_parts(self) -> tuple[Any, np.ndarray] | None:
         """The caption vectors and offsets the model keeps (pretrained query encoders), or
         None."""
-        if isinstance(self.item_vectors, CaptionVectors):
+        if isinstance(self.item_vectors, (CaptionVectors, BlendedVectors)):
             return self.item_vectors.vectors, self.item_vectors.offsets
         if self._caption_parts is None:
             from gcmr.model.io import CAPTION_VECTORS

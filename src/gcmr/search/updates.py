@@ -382,9 +382,10 @@ def add_to(retriever: Any, items: NewItems, *, save: bool = True,
         additions = retriever.additions.plus(items)
         item_vectors = retriever.item_vectors
         from gcmr.search.compact import CompactItemVectors
-        from gcmr.search.rerank import CaptionVectors, ItemVectors, StackedRows
+        from gcmr.search.rerank import BlendedVectors, CaptionVectors, ItemVectors, StackedRows
 
-        if isinstance(item_vectors, ItemVectors):
+        blend = item_vectors.text_weight if isinstance(item_vectors, BlendedVectors) else None
+        if isinstance(item_vectors, (ItemVectors, BlendedVectors)):
             item_vectors = ItemVectors(StackedRows(_base_parts(retriever) + additions.parts))
         # compact item vectors the model keeps (in use, or recorded while this retriever
         # searches otherwise): the new items encoded with the same codebook
@@ -396,6 +397,8 @@ def add_to(retriever: Any, items: NewItems, *, save: bool = True,
         caption_parts = _extended_captions(retriever, model, items)
         if isinstance(item_vectors, CaptionVectors) and caption_parts is not None:
             item_vectors = CaptionVectors(*caption_parts)
+        if blend is not None and caption_parts is not None:
+            item_vectors = BlendedVectors(item_vectors, CaptionVectors(*caption_parts), blend)
         manifest = _next_manifest(retriever.manifest, new_index, model)
         state = _State(new_index, model, item_vectors, additions, caption_parts, manifest,
                        compact=compact)

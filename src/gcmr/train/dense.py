@@ -41,7 +41,7 @@ from gcmr.runtime import resolve_device, set_threads
 from gcmr.train import loop
 from gcmr.train.config import TrainConfig
 from gcmr.train.distributed import is_main, main_only, shared_tokenizer
-from gcmr.train.loop import TrainResult
+from gcmr.train.loop import TrainResult, pairs_record
 
 __all__ = ["resolve_source", "train_dense"]
 
@@ -145,8 +145,7 @@ def train_dense(
                 tower_config=tower_config.to_dict(), search=search.to_dict(),
                 corpus=corpus_record(corpus, dense=True),
                 source_index=str(Path(index_path).resolve()) if index_path else None,
-                data={"pairs": len(pairs), "caption_pairs": pairs.num_caption_pairs,
-                      "query_pairs": pairs.num_query_pairs},
+                data=pairs_record(pairs, config),
                 parameters=sum(p.numel() for p in tower.parameters()),
                 epochs_done=state["epoch"], steps=state["global_step"],
                 best_epoch=state["best_epoch"], best_metrics=state["best_metrics"],

@@ -126,8 +126,9 @@ def finetune_items(retriever: Any, item_ids: list[str], config: FinetuneConfig, 
         lr = config.lr or train_config.lr / 2
         batch = config.batch_size or train_config.batch_size
         # one epoch per fit() call: the budget (steps, minutes) is checked between epochs
+        # (min_steps 0: the fine-tune's budget is its own --finetune-steps / minutes)
         ft = train_config.replace(lr=lr, min_lr=lr, warmup_epochs=0.0, restart_epochs=0.0,
-                                  epochs=1, batch_size=batch, max_steps=config.steps,
+                                  min_steps=0, epochs=1, batch_size=batch, max_steps=config.steps,
                                   val_split=None, patience=0, seed=config.seed)
         device = retriever.device
         tokenizer = retriever.tokenizer

@@ -73,11 +73,31 @@ def new_state() -> dict[str, Any]:
             "best_score": None, "bad_epochs": 0, "history": []}
 
 
-def schedule_for(config: TrainConfig, num_pairs: int) -> dict[str, Any]:
-    """:func:`lr_at` arguments of a run: epochs of ``num_pairs`` pairs converted to steps (of
-    ``batch_size * grad_accum`` pairs)."""
+def passes_per_epoch(config: TrainConfig, num_pairs: int) -> int:
+    """How many times an epoch goes over the ``num_pairs`` pairs: 1, or more when ``epochs``
+    single passes would be fewer than ``config.min_steps`` optimizer steps (a small corpus)."""
     step = config.batch_size * config.grad_accum
-    steps_per_epoch = (num_pairs + step - 1) // step
+    single = config.epochs * ((num_pairs + step - 1) // step)
+    floor = config.resolved_min_steps
+    if num_pairs < 1 or single >= floor:
+        return 1
+    per_epoch = -(-floor // config.epochs)  # steps each epoch needs
+    return -(-per_epoch * step // num_pairs)  # passes that make at least that many
+
+
+def pairs_record(pairs: Any, config: TrainConfig) -> dict[str, int]:
+    """The manifest's ``data`` record of a run's training pairs (and the passes per epoch)."""
+    return {"pairs": len(pairs), "caption_pairs": pairs.num_caption_pairs,
+            "query_pairs": pairs.num_query_pairs,
+            "min_steps": config.resolved_min_steps,
+            "passes_per_epoch": passes_per_epoch(config, len(pairs))}
+
+
+def schedule_for(config: TrainConfig, num_pairs: int) -> dict[str, Any]:
+    """:func:`lr_at` arguments of a run: epochs of ``num_pairs`` pairs (times
+    :func:`passes_per_epoch`) converted to steps (of ``batch_size * grad_accum`` pairs)."""
+    step = config.batch_size * config.grad_accum
+    steps_per_epoch = (num_pairs * passes_per_epoch(config, num_pairs) + step - 1) // step
     return {"peak": config.lr, "floor": config.min_lr,
             "warmup_steps": round(config.warmup_epochs * steps_per_epoch),
             "total_steps": config.epochs * steps_per_epoch,
@@ -148,6 +168,11 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossF
     replicas = Replicas(model, loss_fn, device)
     main = replicas.world.main
     show_progress = show_progress and main
+    passes = passes_per_epoch(config, num_pairs)
+    if passes > 1 and main and show_progress:
+        note(f"{num_pairs:,} training pairs: each of the {config.epochs} epochs passes over "
+             f"them {passes} times, so that training takes at least "
+             f"{config.resolved_min_steps} optimizer steps (--min-steps)")
     if state["epoch"] >= config.epochs and main:
         note(f"{workdir} already finished {state['epoch']} epochs (epochs = {config.epochs}); "
              f"raise --epochs to train further")
@@ -238,7 +263,10 @@ def _run_epoch(replicas: Replicas, optimizer, num_pairs: int, config: TrainConfi
     # rank): resuming reproduces them
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     torch.manual_seed(rank_seed(config.seed * 1_000_033 + epoch, replicas.world.rank))
-    order = torch.randperm(num_pairs, generator=generator)
+    # a small corpus's epoch passes over its pairs several times (TrainConfig.min_steps),
+    # each pass in its own order
+    order = torch.cat([torch.randperm(num_pairs, generator=generator)
+                       for _ in range(passes_per_epoch(config, num_pairs))])
     totals: dict[str, float] = {}
     seen = 0
     step_pairs = config.batch_size * config.grad_accum

@@ -40,6 +40,7 @@ from gcmr.train.loop import (
     check_resumable,
     fit,
     new_state,
+    pairs_record,
     refuse_existing,
     resume_state,
     training_dir,
@@ -217,7 +218,9 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
     also chooses what candidates are scored against (``item_vectors``): the media embeddings
     (query head) or the caption vectors in ``work`` (text space), by the same metric."""
     from gcmr.evaluate.runner import choose_fusion_weight
-    from gcmr.search.rerank import CaptionVectors, RerankConfig, expander_for
+    import numpy as np
+
+    from gcmr.search.rerank import TEXT_WEIGHT_GRID, CaptionVectors, RerankConfig, expander_for
 
     split = validation_split(corpus, config)
     defaults = RerankConfig()  # the candidate list the search will rerank
@@ -231,14 +234,21 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
         max_candidates=defaults.max_candidates)
     cosines = {"embeddings": cos}
     if model.config.pretrained and work is not None:  # the same candidates, scored by text
-        cosines["captions"] = _rescored(model, tokenizer, texts, rows,
-                                        CaptionVectors.open(work, index.num_items), device)
+        text = _rescored(model, tokenizer, texts, rows,
+                         CaptionVectors.open(work, index.num_items), device)
+        cosines["captions"] = text
+        for w in TEXT_WEIGHT_GRID:  # and by both (BlendedVectors)
+            cosines[f"blend:{w:g}"] = ((1 - np.float32(w)) * cos + np.float32(w) * text)
     model.train(was_training)
     choices = {name: choose_fusion_weight(c, logp, rows, relevant, metric=config.select_metric)
                for name, c in cosines.items()}
-    best = max(choices, key=lambda name: (max(choices[name][1].values()), name == "embeddings"))
+    # ties go to the media embeddings, then to the captions (the simpler scorers)
+    best = max(choices, key=lambda name: (max(choices[name][1].values()), name == "embeddings",
+                                          name == "captions"))
     weight, table = choices[best]
-    record = {**defaults.replace(logprob_weight=weight, item_vectors=best).to_dict(),
+    source, _, text_weight = best.partition(":")
+    record = {**defaults.replace(logprob_weight=weight, item_vectors=source,
+                                 text_weight=float(text_weight or 0.0)).to_dict(),
               "chosen_on": split, "queries": len(relevant), "metric": config.select_metric,
               "by_weight": table}
     if len(choices) > 1:
@@ -422,8 +432,7 @@ def _write_manifest(out: Path, *, status: str, config: TrainConfig, model, backb
         model_config=model.config.to_dict(),
         index=index_record(index, index_path),
         corpus=corpus_record(corpus),
-        data={"pairs": len(pairs), "caption_pairs": pairs.num_caption_pairs,
-              "query_pairs": pairs.num_query_pairs},
+        data=pairs_record(pairs, config),
         epochs_done=state["epoch"],
         best_epoch=state["best_epoch"],
         best_metrics=state["best_metrics"],
