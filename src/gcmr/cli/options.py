@@ -25,7 +25,7 @@ from typing import Any
 from gcmr.cli.common import nonneg_float, nonneg_int, positive_int
 from gcmr.ids.config import IndexConfig
 from gcmr.model.config import DenseTowerConfig, EncoderConfig, ModelConfig
-from gcmr.train.config import TrainConfig
+from gcmr.train.config import DEFAULT_MIN_STEPS, TrainConfig
 
 
 class _Unset:
@@ -198,8 +198,8 @@ TRAIN_OPTIONS: Table = option_table(
            "stop after N optimizer steps (smoke runs; default {default} = no limit)", int),
     Option("min_steps", "--min-steps",
            "train at least N optimizer steps: when --epochs single passes are fewer, each "
-           "epoch passes over the pairs several times (a small corpus; default {default}; "
-           "0 = epochs alone)", int),
+           f"epoch passes over the pairs several times (a small corpus; default "
+           f"{DEFAULT_MIN_STEPS}; 0 = epochs alone)", nonneg_int, show_default=False),
 )
 
 INDEX_OPTIONS: Table = option_table(

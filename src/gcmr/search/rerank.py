@@ -238,9 +238,14 @@ class BlendedVectors:
         """The blended score [Q, C] of candidate ``rows`` (-inf at -1 padding) for the pair
         of query vectors :meth:`query` returns."""
         media, text = queries
-        w = np.float32(self.text_weight)
-        return ((1 - w) * self.media.cosines(media, rows)
-                + w * self.captions.cosines(text, rows)).astype(np.float32)
+        return blend_scores(self.media.cosines(media, rows), self.captions.cosines(text, rows),
+                            self.text_weight)
+
+
+def blend_scores(media: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
+    """``(1 - text_weight) * media + text_weight * text`` as float32 (-inf padding stays)."""
+    w = np.float32(text_weight)
+    return ((1 - w) * media + w * text).astype(np.float32)
 
 
 def fuse(cosines: np.ndarray, logprobs: np.ndarray, weight: float) -> np.ndarray:

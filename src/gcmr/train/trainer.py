@@ -216,11 +216,16 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
     of the sequence log-probability that maximizes ``select_metric`` on the validation split
     (0 = cosine only without a validation split). A model with a pretrained query encoder
     also chooses what candidates are scored against (``item_vectors``): the media embeddings
-    (query head) or the caption vectors in ``work`` (text space), by the same metric."""
+    (query head), the caption vectors in ``work`` (text space), or a blend of both
+    (``text_weight`` from :data:`~gcmr.search.rerank.TEXT_WEIGHT_GRID`), by the same metric."""
     from gcmr.evaluate.runner import choose_fusion_weight
-    import numpy as np
-
-    from gcmr.search.rerank import TEXT_WEIGHT_GRID, CaptionVectors, RerankConfig, expander_for
+    from gcmr.search.rerank import (
+        TEXT_WEIGHT_GRID,
+        CaptionVectors,
+        RerankConfig,
+        blend_scores,
+        expander_for,
+    )
 
     split = validation_split(corpus, config)
     defaults = RerankConfig()  # the candidate list the search will rerank
@@ -238,7 +243,7 @@ def choose_rerank(model: Any, tokenizer: Any, index: Any, corpus: Any, config: T
                          CaptionVectors.open(work, index.num_items), device)
         cosines["captions"] = text
         for w in TEXT_WEIGHT_GRID:  # and by both (BlendedVectors)
-            cosines[f"blend:{w:g}"] = ((1 - np.float32(w)) * cos + np.float32(w) * text)
+            cosines[f"blend:{w:g}"] = blend_scores(cos, text, w)
     model.train(was_training)
     choices = {name: choose_fusion_weight(c, logp, rows, relevant, metric=config.select_metric)
                for name, c in cosines.items()}
